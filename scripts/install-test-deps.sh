@@ -19,6 +19,7 @@ declare -A need=(
 # headers, not commands
 declare -A need_files=(
   [/usr/include/bpf/bpf_helpers.h]=libbpf-dev
+  [/usr/include/linux/fpga-dfl.h]=linux-libc-dev
 )
 
 missing=()
