@@ -1,0 +1,19 @@
+//go:build !linux
+
+package gpu
+
+import "fmt"
+
+// CUDAOptions configures the CUDA backend, which exists on Linux only.
+type CUDAOptions struct {
+	Library        string
+	Device         int
+	BusID          string
+	StagingBuffers int
+	StagingBytes   int
+	StagingWorkers int
+}
+
+func openCUDA(CUDAOptions) (DMA, error) {
+	return nil, fmt.Errorf("CUDA DMA: %w: %w", ErrNotSupported, ErrNoCUDA)
+}
