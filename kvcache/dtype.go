@@ -1,0 +1,296 @@
+package kvcache
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// DType is the element type of a KV tensor. Multi-byte elements are
+// little-endian in every buffer and blob.
+type DType uint8
+
+// The KV dtypes. Values are part of the blob format: never renumber.
+const (
+	F32 DType = 1
+	F16 DType = 2 // IEEE 754 binary16
+	// BF16 is bfloat16: the top half of a float32.
+	BF16 DType = 3
+	// FP8E4M3 is OCP FP8 E4M3 ("e4m3fn": no infinities, one NaN pattern per
+	// sign, max 448) holding value/scale, with one float32 scale per layer
+	// for K and one for V (vLLM's static KV scales).
+	FP8E4M3 DType = 4
+)
+
+// Valid reports whether d is one of the dtypes above.
+func (d DType) Valid() bool { return d >= F32 && d <= FP8E4M3 }
+
+// Size is the size of one element in bytes (0 for an invalid dtype).
+func (d DType) Size() int {
+	switch d {
+	case F32:
+		return 4
+	case F16, BF16:
+		return 2
+	case FP8E4M3:
+		return 1
+	}
+	return 0
+}
+
+// String returns the canonical name: f32, f16, bf16 or fp8-e4m3.
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "f32"
+	case F16:
+		return "f16"
+	case BF16:
+		return "bf16"
+	case FP8E4M3:
+		return "fp8-e4m3"
+	}
+	return fmt.Sprintf("dtype(%d)", uint8(d))
+}
+
+// ParseDType accepts the canonical names and the spellings of Hugging Face
+// (torch_dtype), vLLM (kv_cache_dtype) and llama.cpp.
+func ParseDType(s string) (DType, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "f32", "fp32", "float32", "float":
+		return F32, nil
+	case "f16", "fp16", "float16", "half":
+		return F16, nil
+	case "bf16", "bfloat16":
+		return BF16, nil
+	case "fp8-e4m3", "fp8_e4m3", "fp8", "e4m3", "float8_e4m3fn":
+		return FP8E4M3, nil
+	}
+	return 0, fmt.Errorf("parse dtype %q: want f32, f16, bf16 or fp8-e4m3: %w", s, ErrUnsupported)
+}
+
+// F16FromFloat32 converts to IEEE binary16 with round-to-nearest-even.
+// Overflow gives ±Inf, values below half the smallest subnormal give ±0, NaN
+// stays NaN (quiet, top payload bits kept).
+func F16FromFloat32(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff {
+		if mant != 0 {
+			return sign | 0x7e00 | uint16(mant>>13)
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		// Subnormal result: value = q × 2^-24 with q = mant24 × 2^(exp-150+24).
+		shift := uint(126 - exp)
+		if shift > 24 {
+			return sign
+		}
+		return sign | uint16(roundShiftRNE(mant|0x800000, shift))
+	}
+	v := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && v&1 == 1) {
+		v++ // may carry into the exponent, up to 0x7c00 = Inf: correct
+	}
+	return sign | uint16(v)
+}
+
+// roundShiftRNE returns m >> shift rounded to nearest, ties to even (shift ≥ 1).
+func roundShiftRNE(m uint32, shift uint) uint32 {
+	q := m >> shift
+	rem := m & (1<<shift - 1)
+	half := uint32(1) << (shift - 1)
+	if rem > half || (rem == half && q&1 == 1) {
+		q++
+	}
+	return q
+}
+
+// F16ToFloat32 converts IEEE binary16 to float32 exactly.
+func F16ToFloat32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch exp {
+	case 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		v := float32(mant) * (1.0 / (1 << 24)) // exact: mant < 2^10
+		return math.Float32frombits(sign | math.Float32bits(v))
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
+}
+
+// BF16FromFloat32 converts to bfloat16 with round-to-nearest-even; overflow
+// gives ±Inf and NaN stays a quiet NaN of the same sign.
+func BF16FromFloat32(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
+
+// BF16ToFloat32 converts bfloat16 to float32 exactly.
+func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// FP8E4M3Max is the largest finite FP8 E4M3 value.
+const FP8E4M3Max = 448
+
+// FP8E4M3FromFloat32 converts to OCP FP8 E4M3 with round-to-nearest-even,
+// saturating: finite values beyond ±448 and ±Inf give ±448 (0x7e/0xfe), as
+// vLLM's KV quantization clamps; NaN gives 0x7f/0xff.
+func FP8E4M3FromFloat32(f float32) uint8 {
+	b := math.Float32bits(f)
+	sign := uint8(b>>24) & 0x80
+	a := b & 0x7fffffff
+	if a > 0x7f800000 {
+		return sign | 0x7f
+	}
+	if a >= 0x43e00000 { // 448
+		return sign | 0x7e
+	}
+	exp := int(a >> 23)
+	mant := a & 0x7fffff
+	e := exp - 127 + 7
+	if e <= 0 {
+		// Subnormal result: value = q × 2^-9.
+		shift := uint(141 - exp)
+		if shift > 24 {
+			return sign
+		}
+		return sign | uint8(roundShiftRNE(mant|0x800000, shift))
+	}
+	v := uint32(e)<<3 | mant>>20
+	rem := mant & 0xfffff
+	if rem > 0x80000 || (rem == 0x80000 && v&1 == 1) {
+		v++
+	}
+	return sign | uint8(min(v, 0x7e))
+}
+
+// fp8Table maps every FP8 E4M3 byte to its float32 value.
+var fp8Table = func() (t [256]float32) {
+	for i := range t {
+		exp := (i >> 3) & 0xf
+		m := i & 7
+		var v float32
+		switch {
+		case exp == 0xf && m == 7:
+			v = float32(math.NaN())
+		case exp == 0:
+			v = float32(m) / 512
+		default:
+			v = float32(math.Ldexp(1+float64(m)/8, exp-7))
+		}
+		if i&0x80 != 0 {
+			v = -v
+		}
+		t[i] = v
+	}
+	return t
+}()
+
+// FP8E4M3ToFloat32 converts FP8 E4M3 to float32 exactly.
+func FP8E4M3ToFloat32(v uint8) float32 { return fp8Table[v] }
+
+// DecodeFloat32 converts len(dst) elements of dtype dt from src to float32.
+// scale multiplies FP8 values (ignored for other dtypes; 0 means 1).
+func DecodeFloat32(dst []float32, dt DType, src []byte, scale float32) error {
+	if len(src) != len(dst)*dt.Size() || !dt.Valid() {
+		return fmt.Errorf("decode %d %s values from %d bytes: %w", len(dst), dt, len(src), ErrShape)
+	}
+	switch dt {
+	case F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	case F16:
+		for i := range dst {
+			dst[i] = F16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case BF16:
+		for i := range dst {
+			dst[i] = BF16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case FP8E4M3:
+		if scale == 0 {
+			scale = 1
+		}
+		for i := range dst {
+			dst[i] = fp8Table[src[i]] * scale
+		}
+	}
+	return nil
+}
+
+// EncodeFloat32 converts src to dtype dt into dst (len(src)×dt.Size()
+// bytes). FP8 stores value/scale (0 means 1).
+func EncodeFloat32(dst []byte, dt DType, src []float32, scale float32) error {
+	if len(dst) != len(src)*dt.Size() || !dt.Valid() {
+		return fmt.Errorf("encode %d values as %s into %d bytes: %w", len(src), dt, len(dst), ErrShape)
+	}
+	switch dt {
+	case F32:
+		for i, v := range src {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+		}
+	case F16:
+		for i, v := range src {
+			binary.LittleEndian.PutUint16(dst[2*i:], F16FromFloat32(v))
+		}
+	case BF16:
+		for i, v := range src {
+			binary.LittleEndian.PutUint16(dst[2*i:], BF16FromFloat32(v))
+		}
+	case FP8E4M3:
+		if scale == 0 {
+			scale = 1
+		}
+		for i, v := range src {
+			dst[i] = FP8E4M3FromFloat32(v / scale) // not v*(1/scale): that can move a rounding tie
+		}
+	}
+	return nil
+}
+
+// AppendFloat32 encodes src as dtype dt and appends it to dst.
+func AppendFloat32(dst []byte, dt DType, src []float32, scale float32) ([]byte, error) {
+	n := len(dst)
+	dst = append(dst, make([]byte, len(src)*dt.Size())...)
+	if err := EncodeFloat32(dst[n:], dt, src, scale); err != nil {
+		return dst[:n], err
+	}
+	return dst, nil
+}
+
+// MarshalText writes the canonical name.
+func (d DType) MarshalText() ([]byte, error) {
+	if !d.Valid() {
+		return nil, fmt.Errorf("dtype %d: %w", uint8(d), ErrUnsupported)
+	}
+	return []byte(d.String()), nil
+}
+
+// UnmarshalText reads any name ParseDType accepts.
+func (d *DType) UnmarshalText(b []byte) error {
+	v, err := ParseDType(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}

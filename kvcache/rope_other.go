@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package kvcache
+
+const haveRopeAVX512 = false
+
+func (a *Angles) applyBF16Kernel(_, _ []byte, _ int) bool { return false }
