@@ -27,7 +27,7 @@ func ParseChunkKey(s string) (ChunkKey, error) {
 		return k, fmt.Errorf("parse chunk key %q: %d hex digits, want %d: %w", s, len(s), 2*len(k), ErrBadKey)
 	}
 	if _, err := hex.Decode(k[:], []byte(s)); err != nil {
-		return k, fmt.Errorf("parse chunk key %q: %w: %w", s, ErrBadKey, err)
+		return ChunkKey{}, fmt.Errorf("parse chunk key %q: %w: %w", s, ErrBadKey, err)
 	}
 	return k, nil
 }
