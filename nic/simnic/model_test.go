@@ -22,7 +22,7 @@ func TestPowerOn(t *testing.T) {
 	}
 	p := smallPipeline()
 	if g.ReqEntries != 4 || g.CplEntries != 8 || g.TableCapacity != 4 || g.Lanes != uint32(p.Lanes) ||
-		g.ClockKHz != uint32(p.ClockHz/1e3) || g.MinMatchTokens != 64 || g.BlockTokens != 256 || g.AnchorK != 16 ||
+		g.ClockKHz != uint32(p.ClockHz/1e3) || g.MinMatchTokens != 64 || g.BlockTokens != 256 || g.AnchorK != uint32(matcher.DefaultAnchorK) ||
 		g.MaxReqTokens != uint32((nic.MinBARSize-nic.WinDataOffset)/4) {
 		t.Errorf("geometry %+v does not follow the configuration", g)
 	}
