@@ -9,8 +9,8 @@ type CUDAOptions struct {
 	Library        string
 	Device         int
 	BusID          string
-	StagingBuffers int
-	StagingBytes   int
+	PoolBytes      int
+	ChunkBytes     int
 	StagingWorkers int
 }
 

@@ -132,8 +132,8 @@ func (t *Topology) placeNVMLGPUs(rep nvmlReport) {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("NVML GPU %d at %s has no sysfs function; distances to it are unknown", g.Index, g.Addr))
 		case d.Vendor != VendorNVIDIA:
 			t.Warnings = append(t.Warnings, fmt.Sprintf("NVML GPU %d at %s is %s %s in sysfs, not an NVIDIA function; distances to it are unknown", g.Index, g.Addr, d.ID(), d.Kind))
-		case g.NUMANode < 0:
-			g.NUMANode = d.NUMANode
+		case g.NUMANode < 0 && d.NUMANode >= 0:
+			g.NUMANode, g.NUMASource = d.NUMANode, "sysfs"
 		}
 		t.GPUs = append(t.GPUs, g)
 	}
@@ -145,7 +145,11 @@ func (t *Topology) sysfsGPUs() {
 		if d.Kind != KindGPU {
 			continue
 		}
-		t.GPUs = append(t.GPUs, GPU{Index: len(t.GPUs), Name: d.DeviceName, Addr: d.Addr, NUMANode: d.NUMANode, Source: "sysfs"})
+		g := GPU{Index: len(t.GPUs), Name: d.DeviceName, Addr: d.Addr, NUMANode: d.NUMANode, GPUNUMAID: -1, Source: "sysfs"}
+		if d.NUMANode >= 0 {
+			g.NUMASource = "sysfs"
+		}
+		t.GPUs = append(t.GPUs, g)
 	}
 }
 
@@ -259,6 +263,62 @@ func (t *Topology) gpuAt(addr string) *GPU {
 	return nil
 }
 
+// NUMAAffinity is the NUMA node (or, where NVML names several, the
+// nodes) closest to the PCI function at addr, for the matrix's "NUMA
+// Affinity" column and the exported topology. The rule, first answer wins:
+//
+//  1. a GPU's own affinity as NVML reports it (GPU.NUMANode with
+//     NUMASource "nvml"), which is what nvidia-smi prints;
+//  2. the function's numa_node from sysfs, when the kernel knows it;
+//  3. the node NVML reported for the GPUs under the same PCI host bridge,
+//     when they agree: every function below a host bridge shares its
+//     node, and the kernel takes numa_node from the host bridge (ACPI
+//     _PXM) in the first place, so where firmware left it out (numa_node
+//     -1, as in many VMs) the GPU's driver is the better witness;
+//  4. none (nil): "N/A".
+//
+// PCI distances (NODE against SYS) still compare sysfs's numa_node, as
+// NCCL does.
+func (t *Topology) NUMAAffinity(addr string) []int {
+	a, err := NormalizeBusID(addr)
+	if err != nil {
+		return nil
+	}
+	if g := t.gpuAt(a); g != nil && g.NUMASource == "nvml" {
+		if len(g.NUMANodes) > 0 {
+			return g.NUMANodes
+		}
+		return []int{g.NUMANode}
+	}
+	d, err := t.Device(a)
+	if err != nil {
+		return nil
+	}
+	if d.NUMANode >= 0 {
+		return []int{d.NUMANode}
+	}
+	var nodes []int
+	for i := range t.GPUs {
+		g := &t.GPUs[i]
+		if g.NUMASource != "nvml" {
+			continue
+		}
+		gd, err := t.Device(g.Addr)
+		if err != nil || gd.HostBridge != d.HostBridge {
+			continue
+		}
+		own := g.NUMANodes
+		if len(own) == 0 {
+			own = []int{g.NUMANode}
+		}
+		if nodes != nil && !slices.Equal(nodes, own) {
+			return nil // GPUs under one host bridge disagree: say nothing
+		}
+		nodes = own
+	}
+	return nodes
+}
+
 // Matrix is the all-pairs table over the endpoints. It fails only when an
 // endpoint names a PCI function the topology does not hold.
 func (t *Topology) Matrix() (Matrix, error) {
@@ -298,8 +358,8 @@ func (t *Topology) Describe() (string, error) {
 		for i, e := range t.Endpoints {
 			d, _ := t.Device(e.Addr)
 			numa := "N/A"
-			if d.NUMANode >= 0 {
-				numa = strconv.Itoa(d.NUMANode)
+			if nodes := t.NUMAAffinity(e.Addr); len(nodes) > 0 {
+				numa = CPUSet(nodes).String() // the kernel's list form, as for CPUs
 			}
 			cpus := d.LocalCPUs.String()
 			if cpus == "" {

@@ -21,7 +21,9 @@ var (
 	// ErrClosed: the DMA engine or pool was closed.
 	ErrClosed = errors.New("closed")
 	// ErrBadRequest: a DMA request does not fit its buffer (layer out of
-	// range, source larger than a layer).
+	// range, source larger than a layer), a host buffer larger than the
+	// pool, or a HostBuffer that is not the caller's to hand over
+	// (released, already handed to a copy, from another engine).
 	ErrBadRequest = errors.New("bad DMA request")
 	// ErrNotSupported: the backend cannot run on this platform.
 	ErrNotSupported = errors.New("not supported on this platform")

@@ -82,7 +82,10 @@ func (x *exporter) bridge(key string, b topology.Bridge) string {
 // attach builds the device's bridges (host bridge first) and returns where
 // the device hangs.
 func (x *exporter) attach(d *PCIDevice) topology.Attach {
-	numa := d.NUMANode
+	numa := -1
+	if nodes := x.t.NUMAAffinity(d.Addr); len(nodes) > 0 {
+		numa = nodes[0]
+	}
 	parent := x.bridge(d.HostBridge, topology.Bridge{Kind: topology.BridgeHost, PCI: d.HostBridge, NUMA: numa})
 	if hb, ok := x.host.Bridge(parent); ok {
 		numa = hb.NUMA // devices under one host bridge share its node

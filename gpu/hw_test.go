@@ -3,14 +3,17 @@
 package gpu
 
 // Tests and benchmarks that need a real NVIDIA GPU, its driver
-// (libnvidia-ml.so.1, libcuda.so.1): `make test-hw`, and
-// scripts/gpu-check.sh, which also runs BenchmarkHWHostToDevice.
+// (libnvidia-ml.so.1, libcuda.so.1) and nvidia-smi: `make test-hw`, and
+// scripts/gpu-check.sh, which also runs BenchmarkHWHostToDevice and
+// BenchmarkHWStagingSweep.
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,8 +57,42 @@ func TestHWNVMLDiscovery(t *testing.T) {
 			t.Logf("discovery warning: %s", w)
 		}
 	}
+	compareNUMAWithNvidiaSMI(t, topo)
 	if t.Failed() {
 		t.Logf("log:\n%s", buf.String())
+	}
+}
+
+// compareNUMAWithNvidiaSMI checks each GPU's NUMA affinity against the
+// "NUMA Affinity" column of `nvidia-smi topo -m`, which comes from the
+// same driver.
+func compareNUMAWithNvidiaSMI(t *testing.T, topo *Topology) {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "nvidia-smi", "topo", "-m").Output()
+	if err != nil {
+		t.Errorf("nvidia-smi topo -m (installed with the driver): %v", err)
+		return
+	}
+	smi, err := parseSMINUMA(string(out))
+	if err != nil {
+		t.Errorf("%v in:\n%s", err, out)
+		return
+	}
+	for _, g := range topo.GPUs {
+		want, ok := smi["GPU"+strconv.Itoa(g.Index)]
+		if !ok {
+			t.Errorf("GPU%d: no row in nvidia-smi topo -m:\n%s", g.Index, out)
+			continue
+		}
+		got := "N/A"
+		if nodes := topo.NUMAAffinity(g.Addr); len(nodes) > 0 {
+			got = CPUSet(nodes).String()
+		}
+		if got != want {
+			t.Errorf("GPU%d NUMA affinity %s, nvidia-smi says %s (NVML %v from %q, sysfs numa_node of %s)", g.Index, got, want, g.NUMANodes, g.NUMASource, g.Addr)
+		} else {
+			t.Logf("GPU%d NUMA affinity %s (from %s), as nvidia-smi says", g.Index, got, g.NUMASource)
+		}
 	}
 }
 
@@ -70,17 +107,18 @@ func openHWCUDA(t testing.TB, opts CUDAOptions) *CUDADMA {
 			t.Errorf("Close: %v", err)
 		}
 		if n := d.Pool().InUse(); n != 0 {
-			t.Errorf("%d pinned staging buffers not returned", n)
+			t.Errorf("%d pinned pool buffers not returned", n)
 		}
 	})
 	return d
 }
 
-// TestHWCUDACopyLayers copies layers to the device and reads them back.
+// TestHWCUDACopyLayers copies pageable layers to the device and reads
+// them back.
 func TestHWCUDACopyLayers(t *testing.T) {
 	ctx := t.Context()
 	d := openHWCUDA(t, CUDAOptions{})
-	t.Logf("device: %+v", d.Info())
+	t.Logf("device: %+v; pool %d MiB, chunks ≤ %d KiB, %d staging workers", d.Info(), d.Pool().Size()>>20, d.stage.maxChunk>>10, d.stage.workers)
 	const layers, layerBytes = 8, 48<<20 + 4096
 	buf, err := d.Alloc(ctx, layers, layerBytes)
 	if err != nil {
@@ -114,12 +152,26 @@ func TestHWCUDACopyLayers(t *testing.T) {
 			t.Fatalf("layer %d differs after the round trip through the GPU", l)
 		}
 	}
+	if n := d.Events(); n > eventsAtOpen+d.Pool().Size()/minChunk+layers {
+		t.Errorf("%d CUDA events for %d layers: not reused", n, layers)
+	}
+}
+
+// TestHWCUDAZeroCopy: the stitcher's way in, on the GPU: layers written
+// into pinned pool buffers from several goroutines while earlier ones are
+// in flight, some abandoned, all handed-over ones intact; then the
+// HostBuffer contract (every failed CopyHost gives the buffer back).
+func TestHWCUDAZeroCopy(t *testing.T) {
+	d := openHWCUDA(t, CUDAOptions{PoolBytes: 3 * 8 << 20})
+	testStitchPipeline(t, d, 11, 8<<20)
+	other := newSim(t, SimOptions{Clock: NewVirtualClock(), PoolBytes: 1 << 20})
+	testHostBufferContract(t, d, other)
 }
 
 // TestHWCUDACancellation: a copy cancelled while it waits for pinned
-// staging gives every buffer back once the device finishes what it had.
+// memory gives every buffer back once the device finishes what it had.
 func TestHWCUDACancellation(t *testing.T) {
-	d := openHWCUDA(t, CUDAOptions{StagingBuffers: 2, StagingBytes: 1 << 20})
+	d := openHWCUDA(t, CUDAOptions{PoolBytes: 2 << 20, ChunkBytes: 1 << 20})
 	buf, err := d.Alloc(t.Context(), 1, 512<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -158,55 +210,122 @@ func TestHWCUDAPinHost(t *testing.T) {
 	}
 }
 
+// hwSizes are the layer sizes the bandwidth benchmark covers.
+var hwSizes = []int{1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30}
+
 // BenchmarkHWHostToDevice times host→device copies of 1 MiB to 1 GiB
-// through the CUDA DMA path (pageable source, pinned staging, async copies,
-// completion per layer) against one plain cuMemcpyHtoD of the same size
-// from pinned memory (x-vs-pinned-memcpy), and against the sim backend's
-// link model for the GPU's PCIe link as sysfs reports it (x-vs-model).
+// through both ways into the CUDA DMA path, each against one plain
+// synchronous cuMemcpyHtoD_v2 of the same size from pinned memory, timed
+// in the same sub-benchmark (x-vs-pinned-memcpy), and against the sim
+// backend's link model for the GPU's PCIe link as sysfs reports it
+// (x-vs-model):
+//
+//   - pinned-pool: the zero-copy path. Each iteration takes a layer-sized
+//     buffer from the pinned pool (AllocHost), hands it to CopyHost and
+//     waits; the pool was filled with non-zero bytes first, as a stitcher
+//     would have written them (the baseline does not time the writing
+//     either).
+//   - pageable: CopyLayer from an ordinary Go slice, staged through the
+//     pool with the default chunking and workers, and waited for.
 func BenchmarkHWHostToDevice(b *testing.B) {
 	topo, err := Discover(b.Context(), Options{DisableNVML: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, size := range []int{1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30} {
-		b.Run(byteSize(size), func(b *testing.B) {
-			ctx := b.Context()
-			d := openHWCUDA(b, CUDAOptions{})
-			buf, err := d.Alloc(ctx, 1, int64(size))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = d.Free(buf) }()
-			pinned, err := d.AllocPinned(size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = d.FreePinned(pinned) }()
-			copy(pinned.B, randomBytes(5, size))
-			src := randomBytes(6, size)
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				tr, err := d.CopyLayer(ctx, buf, 0, src)
-				if err != nil {
-					b.Fatal(err)
+	for _, size := range hwSizes {
+		for _, path := range []string{"pinned-pool", "pageable"} {
+			b.Run(byteSize(size)+"/"+path, func(b *testing.B) {
+				opts := CUDAOptions{}
+				if path == "pinned-pool" {
+					opts.PoolBytes = max(DefaultPoolBytes, size)
 				}
-				if err := tr.Wait(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			rate := float64(size) * float64(b.N) / b.Elapsed().Seconds()
-			benchutil.ReportRatio(b, "x-vs-pinned-memcpy", float64(size), benchutil.Baseline{
-				Op: func() {
-					if err := d.CopyPinned(buf, 0, pinned); err != nil {
-						panic(fmt.Sprintf("pinned baseline copy: %v", err))
-					}
-				},
-				PerOp: float64(size),
+				d := openHWCUDA(b, opts)
+				benchHostToDevice(b, d, topo, size, path)
 			})
-			if link, err := topo.LinkTo(d.Info().BusID); err == nil {
-				b.ReportMetric(rate/link.Bandwidth(), "x-vs-model")
-			}
-			b.ReportMetric(rate/1e9, "path-GB/s")
+		}
+	}
+}
+
+// BenchmarkHWStagingSweep times the pageable path at 4 MiB and 256 MiB
+// across staging workers and chunk sizes, so that one run on the GPU
+// machine shows where the defaults (DefaultStagingWorkers,
+// DefaultChunkBytes) should sit for it.
+func BenchmarkHWStagingSweep(b *testing.B) {
+	topo, err := Discover(b.Context(), Options{DisableNVML: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	type point struct{ size, workers, chunk int }
+	var points []point
+	for _, w := range []int{1, 2, 4, 8} {
+		points = append(points, point{4 << 20, w, DefaultChunkBytes})
+	}
+	for _, w := range []int{4, 8, 12} {
+		for _, c := range []int{1 << 20, 2 << 20, 4 << 20} {
+			points = append(points, point{256 << 20, w, c})
+		}
+	}
+	for _, p := range points {
+		b.Run(fmt.Sprintf("%s/workers=%d/chunk=%s", byteSize(p.size), p.workers, byteSize(p.chunk)), func(b *testing.B) {
+			d := openHWCUDA(b, CUDAOptions{StagingWorkers: p.workers, ChunkBytes: p.chunk})
+			benchHostToDevice(b, d, topo, p.size, "pageable")
 		})
 	}
+}
+
+func benchHostToDevice(b *testing.B, d *CUDADMA, topo *Topology, size int, path string) {
+	ctx := b.Context()
+	buf, err := d.Alloc(ctx, 1, int64(size))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = d.Free(buf) }()
+	pinned, err := d.AllocPinned(size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = d.FreePinned(pinned) }()
+	pattern := randomBytes(5, 1<<20)
+	for p := pinned.B; len(p) > 0; {
+		p = p[copy(p, pattern):]
+	}
+	var src []byte
+	if path == "pageable" {
+		src = randomBytes(6, size)
+	} else {
+		fillPool(b, d, pattern)
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		var tr *Transfer
+		if path == "pageable" {
+			tr, err = d.CopyLayer(ctx, buf, 0, src)
+		} else {
+			var hb *HostBuffer
+			if hb, err = d.AllocHost(ctx, size); err != nil {
+				b.Fatal(err)
+			}
+			tr, err = d.CopyHost(ctx, buf, 0, hb)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.Wait(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rate := float64(size) * float64(b.N) / b.Elapsed().Seconds()
+	benchutil.ReportRatio(b, "x-vs-pinned-memcpy", float64(size), benchutil.Baseline{
+		Op: func() {
+			if err := d.CopyPinned(buf, 0, pinned); err != nil {
+				panic(fmt.Sprintf("pinned baseline copy: %v", err))
+			}
+		},
+		PerOp: float64(size),
+	})
+	if link, err := topo.LinkTo(d.Info().BusID); err == nil {
+		b.ReportMetric(rate/link.Bandwidth(), "x-vs-model")
+	}
+	b.ReportMetric(rate/1e9, "path-GB/s")
 }

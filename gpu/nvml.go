@@ -3,6 +3,7 @@ package gpu
 import (
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"slices"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -29,7 +30,20 @@ type GPU struct {
 	UUID        string `json:"uuid,omitempty"`
 	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
 	Addr        string `json:"addr"` // sysfs form
-	NUMANode    int    `json:"numa_node"`
+	// NUMANode is the GPU's NUMA affinity, what nvidia-smi topo -m prints
+	// as "NUMA Affinity": the lowest node of NVML's memory affinity
+	// (nvmlDeviceGetMemoryAffinity, NODE scope) where NVML answers, else
+	// the PCI function's numa_node from sysfs, else -1 (unknown).
+	// NUMANodes is NVML's whole set when it names more than one node, and
+	// NUMASource says which of the two answered ("nvml", "sysfs").
+	NUMANode   int    `json:"numa_node"`
+	NUMANodes  []int  `json:"numa_nodes,omitempty"`
+	NUMASource string `json:"numa_source,omitempty"`
+	// GPUNUMAID is NVML's nvmlDeviceGetNumaNodeId: the NUMA node of the
+	// GPU's own memory on cache-coherent platforms (Grace Hopper and
+	// later), nvidia-smi's "GPU NUMA ID"; -1 elsewhere. It is not the
+	// GPU's affinity.
+	GPUNUMAID int `json:"gpu_numa_id"`
 	// NVLinks are the GPU's active NVLinks and where each one goes.
 	NVLinks []NVLink `json:"nvlinks,omitempty"`
 	// Source says who vouched for the GPU: "nvml", or "sysfs" where NVML
@@ -88,6 +102,23 @@ func initFailure(r nvml.Return) string {
 	return fmt.Sprintf("NVML init returned %d", int32(r))
 }
 
+// nvmlHas reports whether the loaded NVML library exports sym. go-nvml
+// calls into the library through symbols resolved at call time, so calling
+// one an old driver lacks would abort the process; libraries that cannot
+// be asked (a test double without Extensions) are taken to have it.
+func nvmlHas(lib NVMLLibrary, sym string) bool {
+	x, ok := lib.(interface{ Extensions() nvml.ExtendedInterface })
+	if !ok {
+		return true
+	}
+	return x.Extensions().LookupSymbol(sym) == nil
+}
+
+// nvmlCaps are the optional NVML functions discovery uses.
+type nvmlCaps struct {
+	memoryAffinity, numaNodeID bool
+}
+
 // queryNVML asks NVML for every GPU and every GPU pair. A failed Init ends
 // the conversation: the error wraps ErrNoNVML and no other NVML function is
 // called (go-nvml's symbols are unresolved then, and calling one crashes).
@@ -113,6 +144,10 @@ func queryNVML(lib NVMLLibrary, log *slog.Logger) (rep nvmlReport, err error) {
 		rep.status.Reason = "DeviceGetCount: " + r.Error()
 		return rep, fmt.Errorf("count GPUs: %s: %w", r.Error(), ErrNoNVML)
 	}
+	caps := nvmlCaps{
+		memoryAffinity: nvmlHas(lib, "nvmlDeviceGetMemoryAffinity"),
+		numaNodeID:     nvmlHas(lib, "nvmlDeviceGetNumaNodeId"),
+	}
 	var handles []nvml.Device
 	for i := range n {
 		dev, r := lib.DeviceGetHandleByIndex(i)
@@ -120,7 +155,7 @@ func queryNVML(lib NVMLLibrary, log *slog.Logger) (rep nvmlReport, err error) {
 			rep.warnings = append(rep.warnings, fmt.Sprintf("NVML GPU %d: get handle: %s", i, r.Error()))
 			continue
 		}
-		g, warns := describeGPU(i, dev)
+		g, warns := describeGPU(i, dev, caps)
 		rep.warnings = append(rep.warnings, warns...)
 		if g.Addr == "" {
 			continue // without a bus id we cannot place it; describeGPU said why
@@ -138,12 +173,12 @@ func queryNVML(lib NVMLLibrary, log *slog.Logger) (rep nvmlReport, err error) {
 	return rep, nil
 }
 
-func describeGPU(i int, dev nvml.Device) (GPU, []string) {
+func describeGPU(i int, dev nvml.Device, caps nvmlCaps) (GPU, []string) {
 	var warns []string
 	warn := func(what string, r nvml.Return) {
 		warns = append(warns, fmt.Sprintf("NVML GPU %d: %s: %s", i, what, r.Error()))
 	}
-	g := GPU{Index: i, NUMANode: -1, Source: "nvml"}
+	g := GPU{Index: i, NUMANode: -1, GPUNUMAID: -1, Source: "nvml"}
 	if idx, r := dev.GetIndex(); r == nvml.SUCCESS {
 		g.Index = idx
 	}
@@ -173,12 +208,47 @@ func describeGPU(i int, dev nvml.Device) (GPU, []string) {
 		return GPU{}, warns
 	}
 	g.Addr = addr
-	// NUMA: NVML answers NOT_SUPPORTED on many systems; sysfs fills it in.
-	if node, r := dev.GetNumaNodeId(); r == nvml.SUCCESS {
-		g.NUMANode = node
+	// NUMA affinity: NVML knows it where the firmware does not tell the
+	// kernel (sysfs numa_node -1 in many VMs); where NVML does not answer,
+	// placeNVMLGPUs takes sysfs's.
+	if caps.memoryAffinity {
+		if nodes := memoryAffinity(dev); len(nodes) > 0 {
+			g.NUMANode, g.NUMASource = nodes[0], "nvml"
+			if len(nodes) > 1 {
+				g.NUMANodes = nodes
+			}
+		}
+	}
+	if caps.numaNodeID {
+		if id, r := dev.GetNumaNodeId(); r == nvml.SUCCESS {
+			g.GPUNUMAID = id
+		}
 	}
 	g.NVLinks = nvLinks(dev)
 	return g, warns
+}
+
+// maxNUMANodes bounds the node set asked of NVML; Linux's default
+// CONFIG_NODES_SHIFT on x86-64 allows 64.
+const maxNUMANodes = 1024
+
+// memoryAffinity is NVML's memory affinity of the device at NUMA node
+// scope, the nodes in ascending order; nil when NVML does not answer or
+// names none.
+func memoryAffinity(dev nvml.Device) []int {
+	set, r := dev.GetMemoryAffinity(maxNUMANodes, nvml.AFFINITY_SCOPE_NODE)
+	if r != nvml.SUCCESS {
+		return nil
+	}
+	var nodes []int
+	for w, word := range set {
+		for word != 0 {
+			b := bits.TrailingZeros(word)
+			nodes = append(nodes, w*bits.UintSize+b)
+			word &^= 1 << b
+		}
+	}
+	return nodes
 }
 
 // nvLinks lists the active links. NVML answers INVALID_ARGUMENT past the

@@ -4,24 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
 )
 
-// Staging defaults shared by both backends.
-const (
-	DefaultStagingBuffers = 8
-	DefaultStagingBytes   = 4 << 20
-)
-
-// DefaultStagingWorkers is min(4, GOMAXPROCS): a few CPU copy streams
-// together feed a PCIe Gen5 x16 link, where one cannot.
-func DefaultStagingWorkers() int { return min(4, runtime.GOMAXPROCS(0)) }
-
 // SimOptions configures the sim DMA backend. The zero value is a Gen4 x16
-// link paced by the wall clock, 8 × 4 MiB staging buffers and 16 GiB of
-// simulated device memory.
+// link paced by the wall clock, a 64 MiB pool, 2 MiB staging chunks,
+// DefaultStagingWorkers and 16 GiB of simulated device memory.
 type SimOptions struct {
 	// Link is the path the copies cross (Topology.LinkTo gives the one to a
 	// discovered GPU). Zero fields take LinkModel's defaults.
@@ -29,12 +18,14 @@ type SimOptions struct {
 	// Clock paces completions. Nil means a wall clock, so transfers take as
 	// long as the modelled link would; tests pass a VirtualClock.
 	Clock Clock
-	// StagingBuffers and StagingBytes size the staging pool (defaults
-	// DefaultStagingBuffers, DefaultStagingBytes).
-	StagingBuffers int
-	StagingBytes   int
-	// StagingWorkers is how many goroutines copy one layer's chunks into
-	// staging at once; zero means DefaultStagingWorkers.
+	// PoolBytes sizes the host pool that AllocHost and the staging path
+	// draw on; zero means DefaultPoolBytes.
+	PoolBytes int
+	// ChunkBytes is the largest staging chunk (at most PoolBytes); zero
+	// means DefaultChunkBytes.
+	ChunkBytes int
+	// StagingWorkers is how many goroutines, the caller's included, copy
+	// one layer's chunks at once; zero means DefaultStagingWorkers.
 	StagingWorkers int
 	// MemoryBytes is the simulated device memory; zero means 16 GiB.
 	MemoryBytes int64
@@ -42,59 +33,68 @@ type SimOptions struct {
 	Logger *slog.Logger
 }
 
+// poolSizes applies the defaults shared by both backends and checks them.
+func poolSizes(pool, chunk, workers int) (int, int, int, error) {
+	if pool < 0 || chunk < 0 || workers < 0 {
+		return 0, 0, 0, fmt.Errorf("pool %d bytes, chunk %d bytes, %d workers: must not be negative: %w", pool, chunk, workers, ErrBadRequest)
+	}
+	if pool == 0 {
+		pool = DefaultPoolBytes
+	}
+	if chunk == 0 {
+		chunk = min(DefaultChunkBytes, pool)
+	}
+	if workers == 0 {
+		workers = DefaultStagingWorkers()
+	}
+	if chunk > pool {
+		return 0, 0, 0, fmt.Errorf("staging chunk of %d bytes exceeds the pool's %d: %w", chunk, pool, ErrBadRequest)
+	}
+	return pool, chunk, workers, nil
+}
+
 // SimDMA is the sim backend: host memory stands in for GPU memory, and a
-// link model times the copies. Like the CUDA backend it stages each layer
-// through a bounded pool of host buffers, and a completion goroutine (the
-// stand-in for the copy engine) lands each chunk in device memory at its
-// modelled finish time, in submission order.
+// link model times the copies. Like the CUDA backend it stages pageable
+// layers through its bounded pool, chunk by chunk, and lands buffers from
+// AllocHost as they are; a completion goroutine (the stand-in for the copy
+// engine) lands each chunk in device memory at its modelled finish time,
+// in submission order.
 type SimDMA struct {
 	link  LinkModel
 	clock Clock
 	pool  *HostPool
+	stage staging
 	mem   int64
 	log   *slog.Logger
-	// workers stage one layer's chunks in parallel.
-	workers int
 
 	mu        sync.Mutex
 	closed    bool
 	linkFree  time.Duration // when the modelled link is next idle
 	allocated int64
 
-	queue chan *simChunk
+	queue chan *HostBuffer
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 }
 
-type simChunk struct {
-	t      *Transfer
-	hb     *HostBuffer
-	n      int
-	dst    []byte
-	finish time.Duration
-}
-
-var _ DMA = (*SimDMA)(nil)
+var (
+	_ DMA  = (*SimDMA)(nil)
+	_ sink = (*SimDMA)(nil)
+)
 
 // NewSim starts a sim DMA engine. Close stops it.
 func NewSim(opts SimOptions) (*SimDMA, error) {
 	if err := opts.Link.Validate(); err != nil {
 		return nil, fmt.Errorf("sim DMA: %w", err)
 	}
-	if opts.StagingBuffers < 0 || opts.StagingBytes < 0 || opts.MemoryBytes < 0 {
-		return nil, fmt.Errorf("sim DMA: staging %d × %d bytes, memory %d: must not be negative: %w", opts.StagingBuffers, opts.StagingBytes, opts.MemoryBytes, ErrBadRequest)
+	if opts.MemoryBytes < 0 {
+		return nil, fmt.Errorf("sim DMA: memory %d bytes: must not be negative: %w", opts.MemoryBytes, ErrBadRequest)
 	}
-	n, size := opts.StagingBuffers, opts.StagingBytes
-	if n == 0 {
-		n = DefaultStagingBuffers
+	poolBytes, chunk, workers, err := poolSizes(opts.PoolBytes, opts.ChunkBytes, opts.StagingWorkers)
+	if err != nil {
+		return nil, fmt.Errorf("sim DMA: %w", err)
 	}
-	if size == 0 {
-		size = DefaultStagingBytes
-	}
-	d := &SimDMA{link: opts.Link.withDefaults(), clock: opts.Clock, mem: opts.MemoryBytes, log: opts.Logger, workers: opts.StagingWorkers}
-	if d.workers <= 0 {
-		d.workers = DefaultStagingWorkers()
-	}
+	d := &SimDMA{link: opts.Link.withDefaults(), clock: opts.Clock, mem: opts.MemoryBytes, log: opts.Logger}
 	if d.clock == nil {
 		d.clock = NewWallClock()
 	}
@@ -104,14 +104,15 @@ func NewSim(opts SimOptions) (*SimDMA, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	pool, err := NewHostPool(n, size, func(sz int) ([]byte, error) { return make([]byte, sz), nil }, nil)
+	pool, err := NewHostPool(poolBytes, 0, func(sz int) ([]byte, error) { return make([]byte, sz), nil }, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sim DMA: %w", err)
 	}
 	d.pool = pool
-	// Every queued chunk holds a staging buffer, so the queue never holds
-	// more than the pool has: sends never block.
-	d.queue = make(chan *simChunk, n)
+	d.stage = staging{pool: pool, workers: workers, maxChunk: chunk}
+	// Every queued buffer holds at least one page, so the queue never
+	// holds more than the pool has pages: sends never block.
+	d.queue = make(chan *HostBuffer, pool.Size()/pool.Page())
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
 	d.wg.Add(1)
@@ -168,20 +169,7 @@ func (d *SimDMA) CopyLayer(ctx context.Context, dst *Buffer, layer int, src []by
 		return nil, fmt.Errorf("sim DMA: %w", err)
 	}
 	t := newTransfer(layer, int64(len(src)))
-	base := int64(layer) * dst.layerBytes
-	err := stage(ctx, d.pool, src, d.workers, func(hb *HostBuffer, off, n int) error {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.closed {
-			return ErrClosed
-		}
-		start := max(d.clock.Now(), d.linkFree)
-		finish := start + d.link.Duration(int64(n))
-		d.linkFree = finish
-		t.addChunk(start)
-		d.queue <- &simChunk{t: t, hb: hb, n: n, dst: dst.mem[base+int64(off):], finish: finish}
-		return nil
-	})
+	err := d.stage.stage(ctx, src, d, t, layerTarget{mem: dst.mem[int64(layer)*dst.layerBytes:]})
 	t.seal(err)
 	if err != nil {
 		return nil, fmt.Errorf("sim DMA layer %d: %w", layer, err)
@@ -189,28 +177,74 @@ func (d *SimDMA) CopyLayer(ctx context.Context, dst *Buffer, layer int, src []by
 	return t, nil
 }
 
-// complete is the copy engine: it lands each chunk at its finish time and
-// returns its staging buffer, whatever happens.
+// AllocHost takes n bytes from the pool for the caller to fill.
+func (d *SimDMA) AllocHost(ctx context.Context, n int) (*HostBuffer, error) {
+	hb, err := d.pool.Alloc(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("sim DMA: %w", err)
+	}
+	return hb, nil
+}
+
+// CopyHost queues hb on the link as one copy, with no staging.
+func (d *SimDMA) CopyHost(ctx context.Context, dst *Buffer, layer int, hb *HostBuffer) (*Transfer, error) {
+	if err := takeHost(ctx, d.pool, d, dst, layer, hb); err != nil {
+		return nil, fmt.Errorf("sim DMA: %w", err)
+	}
+	t := newTransfer(layer, int64(hb.Len()))
+	err := d.submit(t, hb, layerTarget{mem: dst.mem[int64(layer)*dst.layerBytes:]}, 0)
+	if err != nil {
+		d.pool.put(hb)
+	}
+	t.seal(err)
+	if err != nil {
+		return nil, fmt.Errorf("sim DMA layer %d: %w", layer, err)
+	}
+	return t, nil
+}
+
+func (d *SimDMA) bind() error { return nil }
+func (d *SimDMA) unbind()     {}
+
+// submit puts one buffer on the modelled link after everything before it.
+func (d *SimDMA) submit(t *Transfer, hb *HostBuffer, target layerTarget, off int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	start := max(d.clock.Now(), d.linkFree)
+	finish := start + d.link.Duration(int64(len(hb.b)))
+	d.linkFree = finish
+	t.addChunk(start)
+	hb.t, hb.dst, hb.finish = t, target.mem[off:], finish
+	d.queue <- hb
+	return nil
+}
+
+// complete is the copy engine: it lands each buffer at its finish time and
+// returns it to the pool, whatever happens.
 func (d *SimDMA) complete(ctx context.Context) {
 	defer d.wg.Done()
-	land := func(c *simChunk, err error) {
-		copy(c.dst, c.hb.B[:c.n])
-		d.pool.Put(c.hb)
-		c.t.chunkDone(c.finish, 0, err)
+	land := func(hb *HostBuffer, err error) {
+		copy(hb.dst, hb.b)
+		t, finish := hb.t, hb.finish
+		d.pool.put(hb) // hb may be reused from here on
+		t.chunkDone(finish, 0, err)
 	}
 	for {
 		select {
-		case c := <-d.queue:
-			if err := d.clock.SleepUntil(ctx, c.finish); err != nil {
-				land(c, ErrClosed)
+		case hb := <-d.queue:
+			if err := d.clock.SleepUntil(ctx, hb.finish); err != nil {
+				land(hb, ErrClosed)
 				continue
 			}
-			land(c, nil)
+			land(hb, nil)
 		case <-ctx.Done():
 			for {
 				select {
-				case c := <-d.queue:
-					land(c, ErrClosed)
+				case hb := <-d.queue:
+					land(hb, ErrClosed)
 				default:
 					return
 				}
@@ -234,7 +268,8 @@ func (d *SimDMA) ReadLayer(ctx context.Context, src *Buffer, layer int, dst []by
 }
 
 // Close fails the transfers still in flight with ErrClosed (their bytes
-// land at once), stops the engine and frees the staging pool.
+// land at once), stops the engine and frees the pool once every buffer is
+// back.
 func (d *SimDMA) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -243,11 +278,12 @@ func (d *SimDMA) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	d.pool.shut()
 	d.stop()
 	d.wg.Wait()
 	// The engine has drained the queue, so every buffer is back unless a
-	// CopyLayer is between Get and its closed check; it returns its buffer
-	// within microseconds.
+	// stager is between taking one and its closed check (microseconds), or
+	// a caller still holds one from AllocHost.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := d.pool.Close(ctx); err != nil {

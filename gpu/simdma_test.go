@@ -49,7 +49,7 @@ func newSim(t testing.TB, opts SimOptions) *SimDMA {
 
 func TestSimDMACopiesBytes(t *testing.T) {
 	ctx := t.Context()
-	d := newSim(t, SimOptions{Clock: NewVirtualClock(), StagingBuffers: 3, StagingBytes: 1 << 20})
+	d := newSim(t, SimOptions{Clock: NewVirtualClock(), PoolBytes: 3 << 20, ChunkBytes: 1 << 20})
 	const layers, layerBytes = 4, 3<<20 + 13 // not a multiple of the staging size
 	buf, err := d.Alloc(ctx, layers, layerBytes)
 	if err != nil {
@@ -88,7 +88,7 @@ func TestSimDMATiming(t *testing.T) {
 	ctx := t.Context()
 	clock := NewVirtualClock()
 	link := LinkModel{Speed: 16000, Width: 16}
-	d := newSim(t, SimOptions{Clock: clock, Link: link})
+	d := newSim(t, SimOptions{Clock: clock, Link: link, PoolBytes: 32 << 20, ChunkBytes: 4 << 20})
 	const size = 256 << 20
 	buf, err := d.Alloc(ctx, 1, size)
 	if err != nil {
@@ -122,7 +122,7 @@ func TestSimDMALayersCompleteInOrder(t *testing.T) {
 	ctx := t.Context()
 	clock := NewManualClock()
 	link := LinkModel{Speed: 32000, Width: 16, Latency: time.Microsecond}
-	d := newSim(t, SimOptions{Clock: clock, Link: link, StagingBuffers: 4, StagingBytes: 1 << 20})
+	d := newSim(t, SimOptions{Clock: clock, Link: link, PoolBytes: 4 << 20, ChunkBytes: 1 << 20})
 	buf, err := d.Alloc(ctx, 3, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,9 @@ func TestSimDMALayersCompleteInOrder(t *testing.T) {
 		}
 		ts = append(ts, tr)
 	}
-	per := link.Duration(1 << 20)
+	// A 1 MiB layer goes out as pipelineChunks chunks of 256 KiB, each
+	// paying the link's per-copy latency.
+	per := pipelineChunks * link.Duration(1<<20/pipelineChunks)
 	clock.Advance(per)
 	if err := ts[0].Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -161,7 +163,7 @@ func TestSimDMALayersCompleteInOrder(t *testing.T) {
 // all leave every staging buffer back in the pool.
 func TestStagingReturnedOnCancellation(t *testing.T) {
 	clock := NewManualClock()
-	d, err := NewSim(SimOptions{Clock: clock, StagingBuffers: 2, StagingBytes: 1 << 20})
+	d, err := NewSim(SimOptions{Clock: clock, PoolBytes: 2 << 20, ChunkBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +220,7 @@ func TestStagingReturnedOnCancellation(t *testing.T) {
 // TestStagingUnderConcurrentCancellation hammers one engine from several
 // goroutines that cancel at random points.
 func TestStagingUnderConcurrentCancellation(t *testing.T) {
-	d, err := NewSim(SimOptions{Clock: NewVirtualClock(), StagingBuffers: 3, StagingBytes: 64 << 10})
+	d, err := NewSim(SimOptions{Clock: NewVirtualClock(), PoolBytes: 192 << 10, ChunkBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,8 +318,16 @@ func TestSimDMAErrors(t *testing.T) {
 	if _, err := d.CopyLayer(ctx, buf, 0, []byte{1}); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("copy into a freed buffer: %v, want ErrBadRequest", err)
 	}
-	if _, err := NewSim(SimOptions{Link: LinkModel{Efficiency: 2}}); !errors.Is(err, ErrBadRequest) {
-		t.Errorf("efficiency 2: %v, want ErrBadRequest", err)
+	for _, o := range []SimOptions{
+		{Link: LinkModel{Efficiency: 2}},
+		{PoolBytes: 1 << 20, ChunkBytes: 2 << 20},
+		{PoolBytes: -1},
+		{StagingWorkers: -1},
+		{MemoryBytes: -1},
+	} {
+		if _, err := NewSim(o); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("options %+v: %v, want ErrBadRequest", o, err)
+		}
 	}
 	tr, err := d.CopyLayer(ctx, mustAlloc(t, d), 0, nil)
 	if err != nil || tr.Wait(ctx) != nil {
@@ -356,33 +366,65 @@ func TestLinkToGPU(t *testing.T) {
 	}
 }
 
-// BenchmarkSimDMA measures the sim path's own cost (staging, queueing, the
-// stand-in copy engine) on a virtual clock, as a ratio to copy() of the
-// same bytes.
+// BenchmarkSimDMA measures the sim path's own cost (staging or not,
+// queueing, the stand-in copy engine) on a virtual clock, as a ratio to
+// copy() of the same bytes, for both ways in: a pageable layer through
+// CopyLayer (two copies per byte: staging and landing), and a layer
+// written into pool memory and handed over with CopyHost (one copy: the
+// landing, the stand-in for the device reading pinned memory).
 func BenchmarkSimDMA(b *testing.B) {
 	for _, size := range []int{1 << 20, 16 << 20} {
-		b.Run(byteSize(size), func(b *testing.B) {
-			ctx := b.Context()
-			d := newSim(b, SimOptions{Clock: NewVirtualClock()})
-			buf, err := d.Alloc(ctx, 1, int64(size))
-			if err != nil {
-				b.Fatal(err)
-			}
-			src := randomBytes(9, size)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				tr, err := d.CopyLayer(ctx, buf, 0, src)
+		for _, path := range []string{"pageable", "pinned-pool"} {
+			b.Run(byteSize(size)+"/"+path, func(b *testing.B) {
+				ctx := b.Context()
+				d := newSim(b, SimOptions{Clock: NewVirtualClock(), PoolBytes: 2 * size})
+				buf, err := d.Alloc(ctx, 1, int64(size))
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := tr.Wait(ctx); err != nil {
-					b.Fatal(err)
+				src := randomBytes(9, size)
+				fillPool(b, d, src)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					var tr *Transfer
+					if path == "pageable" {
+						tr, err = d.CopyLayer(ctx, buf, 0, src)
+					} else {
+						var hb *HostBuffer
+						if hb, err = d.AllocHost(ctx, size); err != nil {
+							b.Fatal(err)
+						}
+						tr, err = d.CopyHost(ctx, buf, 0, hb)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := tr.Wait(ctx); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			benchutil.ReportRatio(b, "x-vs-copy", float64(size), benchutil.CopyBaseline(size))
-		})
+				benchutil.ReportRatio(b, "x-vs-copy", float64(size), benchutil.CopyBaseline(size))
+			})
+		}
 	}
+}
+
+// fillPool writes non-zero bytes over the whole pool, so that the
+// zero-copy benchmarks move real data (a stitcher would have written it).
+func fillPool(tb testing.TB, d interface {
+	AllocHost(context.Context, int) (*HostBuffer, error)
+	Pool() *HostPool
+}, pattern []byte) {
+	tb.Helper()
+	hb, err := d.AllocHost(tb.Context(), d.Pool().Size())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for b := hb.Bytes(); len(b) > 0; {
+		b = b[copy(b, pattern):]
+	}
+	hb.Release()
 }
 
 // BenchmarkSimDMAPipelined submits a whole model's layers (32 × 512 KiB)

@@ -2,10 +2,17 @@
 # GPU checks for kvloom's gpu package, run once on a machine with an NVIDIA
 # GPU and driver:
 #   - NVML discovery and the topology matrix (kvloom topo, nvidia-smi topo -m),
-#   - the hardware tests (go test -tags hw: NVML, CUDA copies, cancellation),
+#   - the hardware tests (go test -tags hw: NVML and its NUMA affinity
+#     against nvidia-smi's, CUDA copies both ways in, zero-copy pipeline,
+#     cancellation),
 #   - host→device bandwidth through the CUDA DMA backend for 1 MiB–1 GiB,
-#     against one plain pinned cuMemcpyHtoD of the same size and against the
-#     sim backend's link model.
+#     both ways in (pinned-pool: a layer written into the pinned pool and
+#     handed over with CopyHost, no staging copy; pageable: CopyLayer from
+#     Go memory, staged through the pool), each against one plain pinned
+#     cuMemcpyHtoD of the same size and against the sim backend's link
+#     model,
+#   - a sweep of the pageable path's staging workers and chunk sizes, to
+#     set the defaults for this kind of machine.
 #
 # Usage:
 #   scripts/gpu-check.sh build [DIR]   on a machine with Go (this one): build
@@ -18,7 +25,9 @@
 # On the GPU machine the script uses the prebuilt binaries in bin/gpu-check
 # when they are there; otherwise it builds them with Go (PATH or
 # /usr/local/go/bin), which needs the module cache or network access.
-# Environment: BENCHTIME (default 1s per size), GPU_CHECK_BIN (binary dir).
+# Environment: BENCHTIME (default 1s per size and path), SWEEP_BENCHTIME
+# (default 300ms per sweep point; "0" skips the sweep), GPU_CHECK_BIN
+# (binary dir).
 # Exit status: 0 when every step passed; the results file is written either way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -101,23 +110,46 @@ step "kvloom topo --export" "$bin/kvloom" topo --export "$outdir/topology.yaml" 
   step "hardware tests (go test -tags hw)" "$bin/gpu.test" -test.run '^TestHW' -test.v -test.count=1 &&
   step "host→device bandwidth" "$bin/gpu.test" -test.run '^$' -test.bench '^BenchmarkHWHostToDevice$' \
     -test.benchtime "${BENCHTIME:-1s}" -test.count=1
+  if [ "${SWEEP_BENCHTIME:-300ms}" != 0 ]; then
+    step "pageable staging sweep" "$bin/gpu.test" -test.run '^$' -test.bench '^BenchmarkHWStagingSweep$' \
+      -test.benchtime "${SWEEP_BENCHTIME:-300ms}" -test.count=1
+  fi
   exit $status
 ) || status=1
 
-{
-  echo
-  echo "== summary: host→device, CUDA DMA path vs pinned cuMemcpyHtoD (same size, same run)"
-  printf '%-10s %12s %14s %12s %10s\n' size path-GB/s pinned-GB/s x-vs-pinned x-vs-model
-  awk '/^BenchmarkHWHostToDevice\// {
-      split($1, a, "/"); sub(/-[0-9]+$/, "", a[2]); path = pin = ratio = model = "-"
+# metrics NAME-PREFIX: one line per benchmark under the prefix: its name
+# after the prefix (GOMAXPROCS suffix dropped), then the metrics the tables
+# want, "-" where absent.
+metrics() {
+  awk -v prefix="$1" 'index($1, prefix) == 1 {
+      name = substr($1, length(prefix) + 1); sub(/-[0-9]+$/, "", name)
+      path = pin = ratio = model = "-"
       for (i = 3; i < NF; i++) {
         if ($(i+1) == "path-GB/s") path = $i
         if ($(i+1) == "baseline-M/s") pin = sprintf("%.2f", $i / 1000)
         if ($(i+1) == "x-vs-pinned-memcpy") ratio = $i
         if ($(i+1) == "x-vs-model") model = $i
       }
-      printf "%-10s %12s %14s %12s %10s\n", a[2], path, pin, ratio, model
+      print name, path, pin, ratio, model
     }' "$res"
+}
+
+{
+  echo
+  echo "== summary: host→device, CUDA DMA path vs pinned cuMemcpyHtoD (same size, same sub-benchmark)"
+  echo "pinned-pool: layer written into the pinned pool, CopyHost (no staging copy); pageable: CopyLayer from Go memory"
+  printf '%-8s %-12s %10s %12s %12s %10s\n' size path path-GB/s pinned-GB/s x-vs-pinned x-vs-model
+  metrics BenchmarkHWHostToDevice/ | while read -r name path pin ratio model; do
+    printf '%-8s %-12s %10s %12s %12s %10s\n' "${name%%/*}" "${name#*/}" "$path" "$pin" "$ratio" "$model"
+  done
+  if grep -q '^BenchmarkHWStagingSweep/' "$res"; then
+    echo
+    echo "== summary: pageable staging sweep (size/workers/chunk)"
+    printf '%-32s %10s %12s %12s\n' point path-GB/s pinned-GB/s x-vs-pinned
+    metrics BenchmarkHWStagingSweep/ | while read -r name path pin ratio model; do
+      printf '%-32s %10s %12s %12s\n' "$name" "$path" "$pin" "$ratio"
+    done
+  fi
   echo
   echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 } >>"$res"
