@@ -1,0 +1,12 @@
+//go:build !linux
+
+package store
+
+import "os"
+
+// readAhead has no portable equivalent of posix_fadvise: reads rely on the
+// operating system's own readahead.
+func readAhead(*os.File, int64, int64) {}
+
+// dropCache is a no-op where posix_fadvise is not available.
+func dropCache(*os.File) {}

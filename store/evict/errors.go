@@ -1,0 +1,12 @@
+package evict
+
+import "errors"
+
+// Sentinel errors callers branch on; returned errors wrap them with detail.
+var (
+	// ErrPolicy: an unknown policy name or an invalid capacity.
+	ErrPolicy = errors.New("invalid eviction policy")
+	// ErrTrace: a request trace that cannot be read (the line, field and
+	// value at fault are in the message).
+	ErrTrace = errors.New("malformed request trace")
+)
