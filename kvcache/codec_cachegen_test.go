@@ -2,14 +2,18 @@ package kvcache
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kvloom/kvloom/internal/benchutil"
@@ -188,14 +192,15 @@ func TestCacheGenDecodeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := 8
-	streams := cachegenHeader + 4*ch // first K anchor stream's block
+	streams := cachegenHeader + 8*ch // the anchors' block (K's and V's in one stream)
 	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(enc)) }
 	cases := map[string][]byte{
 		"empty":     {},
 		"header":    enc[:4],
 		"truncated": enc[:len(enc)-1],
 		"trailing":  append(bytes.Clone(enc), 0),
-		"version":   mut(func(b []byte) []byte { b[0] = 2; return b }),
+		"version 1": mut(func(b []byte) []byte { b[0] = 1; return b }),
+		"version":   mut(func(b []byte) []byte { b[0] = 9; return b }),
 		"level":     mut(func(b []byte) []byte { b[1] = 0; return b }),
 		"group":     mut(func(b []byte) []byte { b[2] = 0; return b }),
 		"bits low":  mut(func(b []byte) []byte { b[4] = 1; return b }),
@@ -205,17 +210,65 @@ func TestCacheGenDecodeErrors(t *testing.T) {
 		"mode":      mut(func(b []byte) []byte { b[streams] = 7; return b }),
 		"length":    mut(func(b []byte) []byte { b[streams+1] = 0x7F; return b }),
 	}
-	// a raw block whose symbol is out of range for 8 anchor bits: 255 > 254
+	// a raw anchors block (3 groups × 8 channels of K, then of V) whose
+	// last symbol is out of range for 8 anchor bits: 255 > 254; the
+	// deltas follow unchanged
+	_, deltasAt, err := cgSkipPlaneForTest(enc, streams, 2*3*8)
+	if err != nil {
+		t.Fatal(err)
+	}
 	raw := bytes.Clone(enc[:streams])
-	raw = append(raw, cgModeRaw, 3*8)
-	raw = append(raw, bytes.Repeat([]byte{255}, 3*8)...)
+	raw = append(raw, cgModeRaw, 2*3*8)
+	raw = append(raw, bytes.Repeat([]byte{2}, 2*3*8-1)...)
+	raw = append(raw, 255)
+	raw = append(raw, enc[deltasAt:]...)
+	if out, err := c.DecodeLayer(nil, li, raw); err == nil || !strings.Contains(err.Error(), "V anchor symbol 23 is 255") {
+		t.Errorf("symbol range: %v (%d bytes out)", err, len(out))
+	}
 	cases["symbol range"] = raw
+	// packed deltas (level 4: K 3 bits, V 2 in the last layer group) of an
+	// odd count whose padding nibble is set
+	c4 := mustCacheGen(t, 4)
+	oli, oin, _ := codecAsDType(t, codecSyntheticKV(3, 24, 1, 5, 13)[2], F16)
+	odd, err := c4.EncodeLayer(nil, oli, oin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := cachegenHeader + 8*5
+	anchors, at, err := cgSkipPlaneForTest(odd, at, 2*3*5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deltas, at, err := cgSkipPlaneForTest(odd, at, 2*53)
+	if err != nil || at != len(odd) {
+		t.Fatal(at, err)
+	}
+	rebuilt := bytes.Clone(odd[:cachegenHeader+8*5])
+	rebuilt = append(rebuilt, cgModeRaw, byte(len(anchors)))
+	rebuilt = append(rebuilt, anchors...)
+	rebuilt = append(rebuilt, cgModeRaw, byte(len(deltas)))
+	rebuilt = append(rebuilt, deltas...)
+	if _, err := c4.DecodeLayer(nil, oli, rebuilt); err != nil {
+		t.Fatalf("raw blocks of the same symbols: %v", err)
+	}
+	rebuilt[len(rebuilt)-1] |= 0x10
+	if out, err := c4.DecodeLayer(nil, oli, rebuilt); !errors.Is(err, ErrMalformed) || out != nil || !strings.Contains(err.Error(), "V deltas: odd last byte") {
+		t.Errorf("padding nibble: %v", err)
+	}
 	for name, b := range cases {
 		out, err := c.DecodeLayer(nil, li, b)
 		if !errors.Is(err, ErrMalformed) || out != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// cgSkipPlaneForTest decodes a plane of n symbols at off and returns them
+// and the offset after it.
+func cgSkipPlaneForTest(enc []byte, off, n int) ([]byte, int, error) {
+	plane := make([]byte, n)
+	off, err := cgReadPlane(plane, n/2, enc, off, &cachegenScratch{})
+	return plane, off, err
 }
 
 // cachegenSeedLayers are the encodings the decoders' fuzz seed corpora
@@ -247,7 +300,69 @@ func cachegenSeedLayers(t testing.TB) map[string][][]byte {
 		t.Fatal(err)
 	}
 	out["FuzzCacheGenDecode"] = append(out["FuzzCacheGenDecode"], codecSeed(enc, 4, 0, 1, 0, 0))
+	// a layer large enough for four-stream Huff0 blocks (codecFuzzInfo's
+	// largest: 39 tokens × 4 heads × 16)
+	big := codecSyntheticKV(3, 39, 4, 16, 9)[1]
+	li, in, _ = codecAsDType(t, big, F32)
+	if enc, err = mustCacheGen(t, 2).EncodeLayer(nil, li, in); err != nil {
+		t.Fatal(err)
+	}
+	out["FuzzCacheGenDecode"] = append(out["FuzzCacheGenDecode"], codecSeed(enc, 39, 3, 15, 0, 1))
 	return out
+}
+
+// cgBlockModes lists the modes of a version-2 layer encoding's blocks.
+func cgBlockModes(t testing.TB, enc []byte, li LayerInfo) []byte {
+	t.Helper()
+	ch := li.Shape.KVHeads * li.Shape.HeadDim
+	groups := (li.Tokens + int(enc[2]) - 1) / int(enc[2])
+	off := cachegenHeader + 8*ch
+	var modes []byte
+	na, nd := groups*ch, (li.Tokens-groups)*ch
+	for _, kv := range [][2]int{{na, na}, {cgPackedLen(nd, enc[4]), cgPackedLen(nd, enc[5])}} {
+		for _, st := range cgStreams(make([]byte, kv[0]+kv[1]), kv[0]) {
+			for start := 0; start < len(st); start += cachegenBlockSyms {
+				l, w := binary.Uvarint(enc[off+1:])
+				if w <= 0 {
+					t.Fatalf("block length at offset %d", off+1)
+				}
+				modes = append(modes, enc[off])
+				off += 1 + w + int(l)
+			}
+		}
+	}
+	if off != len(enc) {
+		t.Fatalf("blocks end at %d of %d bytes", off, len(enc))
+	}
+	return modes
+}
+
+// TestCacheGenSeedModes: the fuzz seeds hold every block mode.
+func TestCacheGenSeedModes(t *testing.T) {
+	seen := map[byte]bool{}
+	for _, seed := range cachegenSeedLayers(t)["FuzzCacheGenDecode"] {
+		lines := strings.Split(string(seed), "\n")
+		enc, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v [5]uint8
+		for i := range v {
+			r, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[2+i], "byte("), ")"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v[i] = uint8([]rune(r)[0])
+		}
+		for _, m := range cgBlockModes(t, []byte(enc), codecFuzzInfo(v[0], v[1], v[2], v[3], v[4])) {
+			seen[m] = true
+		}
+	}
+	for _, m := range []byte{cgModeRaw, cgModeRun, cgModeHuff1X, cgModeHuff4X} {
+		if !seen[m] {
+			t.Errorf("no fuzz seed holds a block of mode %d", m)
+		}
+	}
 }
 
 // codecSeed writes one corpus entry in go test's fuzz file format.
@@ -344,5 +459,232 @@ func BenchmarkCodecs(b *testing.B) {
 				b.Run(fmt.Sprintf("cachegen-%d", l), func(b *testing.B) { benchmarkCodec(b, mustCacheGen(b, l), size.tokens, size.heads, size.d) })
 			}
 		})
+	}
+}
+
+// benchCodecChunk is a llama-3-8b chunk as a store holds it: 32 layers of
+// 256 tokens × 8 KV heads × 128 in bf16 (32 MiB), KV-like and non-zero,
+// each layer its own data so that the working set is the whole chunk.
+func benchCodecChunk(b *testing.B) ([]LayerInfo, [][]byte, int) {
+	b.Helper()
+	spec := benchSpec(b)
+	sh := spec.Shape()
+	var infos []LayerInfo
+	var layers [][]byte
+	total := 0
+	for l, cl := range codecSyntheticKV(sh.Layers, benchChunkTokens, sh.KVHeads, sh.HeadDim, 11) {
+		li, in, _ := codecAsDType(b, cl, sh.DType)
+		li.Index = l
+		infos = append(infos, li)
+		layers = append(layers, in)
+		total += len(in)
+	}
+	return infos, layers, total
+}
+
+// BenchmarkCodecsChunk times the lossy codecs over a whole llama-3-8b
+// 256-token bf16 chunk (32 MiB, one EncodeLayer/DecodeLayer per layer)
+// against copy() of 32 MiB: the size a store serves and a link carries.
+// x-vs-copy-min is the ratio of the fastest of interleaved runs.
+func BenchmarkCodecsChunk(b *testing.B) {
+	infos, layers, total := benchCodecChunk(b)
+	codecs := []Codec{FP8{}}
+	for l := 1; l <= CacheGenMaxLevel; l++ {
+		codecs = append(codecs, mustCacheGen(b, l))
+	}
+	for _, c := range codecs {
+		encs := make([][]byte, len(layers))
+		size := 0
+		for i, l := range layers {
+			var err error
+			if encs[i], err = c.EncodeLayer(nil, infos[i], l); err != nil {
+				b.Fatal(err)
+			}
+			size += len(encs[i])
+		}
+		name := strings.ReplaceAll(c.Name(), ":", "-")
+		encodeAll := func(dst [][]byte) {
+			for i, l := range layers {
+				var err error
+				if dst[i], err = c.EncodeLayer(dst[i][:0], infos[i], l); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		dec := make([][]byte, len(layers))
+		for i := range dec {
+			dec[i] = make([]byte, infos[i].Bytes())
+			fillNonZero(dec[i])
+		}
+		decodeAll := func() {
+			for i, enc := range encs {
+				if _, err := c.DecodeLayer(dec[i], infos[i], enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.Run(name+"/encode", func(b *testing.B) {
+			b.SetBytes(int64(total))
+			b.ReportAllocs()
+			dst := make([][]byte, len(layers))
+			for i := range dst {
+				dst[i] = make([]byte, 0, 2*len(encs[i]))
+			}
+			for b.Loop() {
+				encodeAll(dst)
+			}
+			benchutil.ReportRatio(b, "x-vs-copy", float64(total), benchutil.CopyBaseline(total))
+			reportMinRatio(b, "x-vs-copy", func() { encodeAll(dst) }, copyOp(total))
+			b.ReportMetric(float64(total)/float64(size), "ratio-vs-bf16")
+		})
+		b.Run(name+"/decode", func(b *testing.B) {
+			b.SetBytes(int64(total))
+			b.ReportAllocs()
+			for b.Loop() {
+				decodeAll()
+			}
+			benchutil.ReportRatio(b, "x-vs-copy", float64(total), benchutil.CopyBaseline(total))
+			reportMinRatio(b, "x-vs-copy", decodeAll, copyOp(total))
+		})
+	}
+}
+
+// TestCacheGenRowKernels: the quantization, dequantization and unpacking
+// rows (AVX-512 kernels where the CPU has them, Go loops for the rest)
+// equal plain scalar loops bit for bit at every length, and flag bad
+// symbols.
+func TestCacheGenRowKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	kernel := false
+	for _, n := range []int{1, 15, 16, 17, 63, 64, 65, 200, 1024, 1031} {
+		syms := make([]byte, n)
+		base := make([]float32, n)
+		scales := make([]float32, n)
+		for i := range syms {
+			syms[i] = byte(r.IntN(30))
+			base[i] = float32(r.NormFloat64())
+			scales[i] = float32(r.ExpFloat64() * 0.01)
+		}
+		scales[0] = 3e38 // products overflow to ±Inf the same way
+		for _, maxSym := range []byte{29, 14} {
+			// one row of n channels, and rows of a divisor of n channels
+			for _, ch := range []int{n, 16, 5} {
+				if n%ch != 0 {
+					continue
+				}
+				got := make([]float32, n)
+				bad := cgDequantRows(got, syms, base[:ch], scales[:ch], maxSym)
+				wantBad := false
+				for i, z := range syms {
+					q := int32(z>>1) ^ -int32(z&1)
+					x := float32(q) * scales[i%ch]
+					if want := base[i%ch] + x; math.Float32bits(got[i]) != math.Float32bits(want) {
+						t.Fatalf("n %d ch %d: dequant[%d] = %v, want %v", n, ch, i, got[i], want)
+					}
+					wantBad = wantBad || z > maxSym
+				}
+				if bad != wantBad {
+					t.Fatalf("n %d ch %d max %d: bad = %v, want %v", n, ch, maxSym, bad, wantBad)
+				}
+			}
+		}
+		if k, _ := cgDequantKernel(make([]float32, n), syms, base, scales, 255); k > 0 {
+			kernel = true
+		}
+		// quantization: ties, clamping, zero scales, the decoded values
+		vals := make([]float32, n)
+		for i := range vals {
+			switch i % 5 {
+			case 0:
+				vals[i] = (float32(r.IntN(40)) - 20 + 0.5) * scales[i] // a tie
+			case 1:
+				vals[i] = float32(r.NormFloat64()*100) * scales[i] // beyond ±qmax
+			case 2:
+				scales[i] = 0
+				vals[i] = 0
+			default:
+				vals[i] = float32(r.NormFloat64()*5) * scales[i]
+			}
+		}
+		for _, qmax := range []int32{7, 127} {
+			gotSyms, dec := make([]byte, n), make([]float32, n)
+			cgQuantRow(gotSyms, vals, scales, qmax, dec)
+			plain := make([]byte, n)
+			cgQuantRow(plain, vals, scales, qmax, nil)
+			for i, v := range vals {
+				var q int32
+				if scales[i] != 0 {
+					q = int32(math.Round(float64(max(min(v/scales[i], float32(qmax)), -float32(qmax)))))
+				}
+				if z := byte(uint32(q<<1) ^ uint32(q>>31)); gotSyms[i] != z || plain[i] != z {
+					t.Fatalf("n %d qmax %d: quantized %v/%v to symbol %d (%d without dec), want %d", n, qmax, v, scales[i], gotSyms[i], plain[i], z)
+				}
+				if want := float32(q) * scales[i]; math.Float32bits(dec[i]) != math.Float32bits(want) {
+					t.Fatalf("n %d: decoded %v, want %v", n, dec[i], want)
+				}
+			}
+		}
+		packed := make([]byte, (n+1)/2)
+		for i := range packed {
+			packed[i] = byte(r.Uint32())
+		}
+		if n%2 == 1 {
+			packed[len(packed)-1] &= 15
+		}
+		got := make([]byte, n)
+		if cgUnpack(got, packed) {
+			t.Fatalf("n %d: clean padding reported", n)
+		}
+		for i, z := range got {
+			if want := packed[i/2] >> (4 * (i % 2)) & 15; z != want {
+				t.Fatalf("n %d: unpacked[%d] = %d, want %d", n, i, z, want)
+			}
+		}
+		if n%2 == 1 {
+			packed[len(packed)-1] |= 0x10
+			if !cgUnpack(got, packed) {
+				t.Fatalf("n %d: high nibble in the padding not reported", n)
+			}
+		}
+	}
+	if haveDTypeAVX512 != kernel {
+		t.Fatalf("AVX-512 available %v, kernels ran %v", haveDTypeAVX512, kernel)
+	}
+	t.Logf("AVX-512 kernels: %v", kernel)
+}
+
+// TestCodecsDecodedGolden pins what the lossy codecs reconstruct, on every
+// build (AVX-512 kernels or Go loops): the SHA-256 of the decoded layers
+// of stories260K's reference KV and of a llama-shaped synthetic layer, at
+// every CacheGen level and fp8, in f16 and bf16. The digest was taken when
+// CacheGen's bitstream went to version 2 and equals what version 1's
+// encoder and decoder reconstructed from the same KV: the new format and
+// kernels changed the bytes on the wire, not one decoded value.
+func TestCodecsDecodedGolden(t *testing.T) {
+	layers := append(codecRealKV(t), codecSyntheticKV(3, 64, 4, 32, 17)...)
+	codecs := []Codec{FP8{}}
+	for l := 1; l <= CacheGenMaxLevel; l++ {
+		codecs = append(codecs, mustCacheGen(t, l))
+	}
+	h := sha256.New()
+	for _, c := range codecs {
+		for _, dt := range []DType{F16, BF16} {
+			for _, cl := range layers {
+				li, in, _ := codecAsDType(t, cl, dt)
+				enc, err := c.EncodeLayer(nil, li, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out, err := c.DecodeLayer(nil, li, enc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h.Write(out)
+			}
+		}
+	}
+	const want = "9d2c6e85b25e5553ef65e330bf4c808ccae89a2af35b2860a504e4cd5591cd6f"
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("decoded layers hash to %s, want %s: a codec now reconstructs different values", got, want)
 	}
 }

@@ -279,3 +279,37 @@ func FuzzFP8Decode(f *testing.F) {
 		codecFuzzCheck(t, FP8{}, codecFuzzInfo(tokens, heads, dim, dt, layer), enc)
 	})
 }
+
+// TestCodecsFP8LayerZeroScales: an fp8-e4m3 layer whose K/V scales are 0
+// (meaning 1, as DecodeFloat32 reads them) round-trips through the codecs
+// like one with scales of 1.
+func TestCodecsFP8LayerZeroScales(t *testing.T) {
+	cl := codecSyntheticKV(2, 21, 2, 8, 12)[1]
+	for i, v := range cl.f {
+		cl.f[i] = max(min(v*10, 400), -400)
+	}
+	li, in, _ := codecAsDType(t, cl, FP8E4M3)
+	zero, one := li, li
+	zero.Scales, one.Scales = Scales{}, Scales{K: 1, V: 1}
+	if err := EncodeFloat32(in, FP8E4M3, cl.f, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []Codec{FP8{}, mustCacheGen(t, 1)} {
+		var outs [2][]byte
+		for i, l := range []LayerInfo{zero, one} {
+			enc, err := c.EncodeLayer(nil, l, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if outs[i], err = c.DecodeLayer(nil, l, enc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(outs[0], outs[1]) {
+			t.Errorf("%s: zero scales decode differently from scales of 1", c.Name())
+		}
+		if bytes.Count(outs[0], []byte{0}) > len(outs[0])/4 {
+			t.Errorf("%s: zero scales decode to mostly zeros", c.Name())
+		}
+	}
+}

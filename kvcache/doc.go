@@ -26,8 +26,9 @@
 // ErrPolicy for stitch and recompute plans. Returned errors wrap them with the
 // field, offset, value and limit that were wrong.
 //
-// The bf16 RoPE rotation and the CRC32C of blob payloads have amd64
-// AVX-512 kernels (rope_amd64.s, crc_amd64.s) chosen at run time from the
-// CPU's features; the pure-Go paths (and the purego build tag) give the
+// The bf16 RoPE rotation, the CRC32C of blob payloads, the bulk dtype
+// conversions and the codecs' quantize/dequantize loops have amd64 AVX-512
+// kernels (rope_amd64.s, crc_amd64.s, dtype_amd64.s) chosen at run time from
+// the CPU's features; the pure-Go paths (and the purego build tag) give the
 // same bits, which the tests check.
 package kvcache

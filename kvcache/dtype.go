@@ -208,63 +208,169 @@ var fp8Table = func() (t [256]float32) {
 func FP8E4M3ToFloat32(v uint8) float32 { return fp8Table[v] }
 
 // DecodeFloat32 converts len(dst) elements of dtype dt from src to float32.
-// scale multiplies FP8 values (ignored for other dtypes; 0 means 1).
+// scale multiplies FP8 values (ignored for other dtypes; 0 means 1). The
+// results are exactly those of F16ToFloat32, BF16ToFloat32 and
+// FP8E4M3ToFloat32(v)×scale, computed many elements at a time (AVX-512
+// kernels on amd64, tight loops elsewhere).
 func DecodeFloat32(dst []float32, dt DType, src []byte, scale float32) error {
 	if len(src) != len(dst)*dt.Size() || !dt.Valid() {
 		return fmt.Errorf("decode %d %s values from %d bytes: %w", len(dst), dt, len(src), ErrShape)
 	}
-	switch dt {
-	case F32:
-		for i := range dst {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
-		}
-	case F16:
-		for i := range dst {
-			dst[i] = F16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
-		}
-	case BF16:
-		for i := range dst {
-			dst[i] = BF16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
-		}
-	case FP8E4M3:
-		if scale == 0 {
-			scale = 1
-		}
-		for i := range dst {
-			dst[i] = fp8Table[src[i]] * scale
-		}
+	if dt == FP8E4M3 && scale == 0 {
+		scale = 1
 	}
+	decodeF32s(dst, dt, src, scale)
 	return nil
 }
 
+// decodeF32s is DecodeFloat32 once the sizes are known to match; an FP8
+// scale of 0 is used as is.
+func decodeF32s(dst []float32, dt DType, src []byte, scale float32) {
+	switch dt {
+	case F32:
+		copyF32(dst, src)
+	case F16:
+		i := f16ToF32Kernel(dst, src)
+		src = src[:2*len(dst)]
+		for ; i < len(dst); i++ {
+			dst[i] = f16ToF32Fast(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case BF16:
+		i := bf16ToF32Kernel(dst, src)
+		src = src[:2*len(dst)]
+		for ; i < len(dst); i++ {
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+		}
+	case FP8E4M3:
+		s := [1]float32{scale}
+		i, _ := fp8ToF32Kernel(dst, src, s[:])
+		src = src[:len(dst)]
+		for ; i < len(dst); i++ {
+			dst[i] = fp8Table[src[i]] * scale
+		}
+	}
+}
+
+// f16ToF32Fast is F16ToFloat32 without branches on the common path: the
+// magnitude bits shifted into float32 position and scaled by 2^112 give
+// normals and subnormals alike (the product is exact); only Inf and NaN
+// need their exponent completed.
+func f16ToF32Fast(h uint16) float32 {
+	m := uint32(h&0x7fff) << 13
+	b := math.Float32bits(math.Float32frombits(m) * 0x1p112)
+	if m >= 0x0f800000 {
+		b = m | 0x7f800000
+	}
+	return math.Float32frombits(b | uint32(h&0x8000)<<16)
+}
+
 // EncodeFloat32 converts src to dtype dt into dst (len(src)×dt.Size()
-// bytes). FP8 stores value/scale (0 means 1).
+// bytes). FP8 stores value/scale (0 means 1). The results are exactly
+// those of F16FromFloat32, BF16FromFloat32 and FP8E4M3FromFloat32(v/scale),
+// computed many elements at a time.
 func EncodeFloat32(dst []byte, dt DType, src []float32, scale float32) error {
 	if len(dst) != len(src)*dt.Size() || !dt.Valid() {
 		return fmt.Errorf("encode %d values as %s into %d bytes: %w", len(src), dt, len(dst), ErrShape)
 	}
+	if dt == FP8E4M3 && scale == 0 {
+		scale = 1
+	}
+	s := [1]float32{scale}
+	encodeF32s(dst, dt, src, s[:])
+	return nil
+}
+
+// encodeF32s is EncodeFloat32 once the sizes are known to match. FP8 takes
+// one scale (len(scales) == 1) or rows of per-channel scales (element i
+// takes scales[i%len(scales)]; len(scales) divides len(src)), and stores 0
+// where a scale is ±0 (EncodeFloat32 never passes 0).
+func encodeF32s(dst []byte, dt DType, src []float32, scales []float32) {
 	switch dt {
 	case F32:
-		for i, v := range src {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
-		}
+		copyF32Bytes(dst, src)
 	case F16:
-		for i, v := range src {
-			binary.LittleEndian.PutUint16(dst[2*i:], F16FromFloat32(v))
+		i := f32ToF16Kernel(dst, src)
+		dst = dst[:2*len(src)]
+		for ; i < len(src); i++ {
+			binary.LittleEndian.PutUint16(dst[2*i:], f16FromF32Fast(src[i]))
 		}
 	case BF16:
-		for i, v := range src {
-			binary.LittleEndian.PutUint16(dst[2*i:], BF16FromFloat32(v))
+		i := f32ToBF16Kernel(dst, src)
+		dst = dst[:2*len(src)]
+		for ; i < len(src); i++ {
+			binary.LittleEndian.PutUint16(dst[2*i:], BF16FromFloat32(src[i]))
 		}
 	case FP8E4M3:
-		if scale == 0 {
-			scale = 1
+		i := f32ToFP8Kernel(dst, src, scales)
+		dst = dst[:len(src)]
+		if len(scales) == 1 {
+			s := scales[0]
+			for ; i < len(src); i++ {
+				// not v*(1/scale): that can move a rounding tie
+				dst[i] = fp8FromF32Fast(src[i], s)
+			}
+			return
 		}
-		for i, v := range src {
-			dst[i] = FP8E4M3FromFloat32(v / scale) // not v*(1/scale): that can move a rounding tie
+		for c := i % len(scales); i < len(src); i++ {
+			dst[i] = fp8FromF32Fast(src[i], scales[c])
+			if c++; c == len(scales) {
+				c = 0
+			}
 		}
 	}
-	return nil
+}
+
+// f16FromF32Fast is F16FromFloat32 with one predictable branch for finite
+// values in range: normals round by adding 0xfff plus the kept lsb,
+// subnormal results by a float32 addition of 0.5, whose ulp (2^-24) is
+// the binary16 subnormal step.
+func f16FromF32Fast(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	a := b & 0x7fffffff
+	switch {
+	case a >= 0x47800000: // 2^16 and up (65520 and up round to Inf below)
+		if a > 0x7f800000 {
+			return sign | 0x7e00 | uint16((a&0x7fffff)>>13)
+		}
+		return sign | 0x7c00
+	case a < 0x38800000: // below 2^-14, the smallest normal
+		return sign | uint16(math.Float32bits(math.Float32frombits(a)+0.5)-0x3f000000)
+	}
+	return sign | uint16((a+0xc8000fff+(a>>13)&1)>>13) // rebias 127 → 15, round
+}
+
+// fp8FromF32Fast is FP8E4M3FromFloat32(v/s), or 0 when s is ±0, with the
+// rounding of f16FromF32Fast: results below 2^-6 round by a float32
+// addition of 2^14, whose ulp (2^-9) is the E4M3 subnormal step.
+func fp8FromF32Fast(v, s float32) uint8 {
+	if s == 0 {
+		return 0
+	}
+	b := math.Float32bits(v / s)
+	sign := uint8(b>>24) & 0x80
+	a := b & 0x7fffffff
+	switch {
+	case a >= 0x43e00000: // 448 and up, Inf, NaN
+		if a > 0x7f800000 {
+			return sign | 0x7f
+		}
+		return sign | 0x7e
+	case a < 0x3c800000: // below 2^-6, the smallest normal
+		return sign | uint8(math.Float32bits(math.Float32frombits(a)+0x1p14)-0x46800000)
+	}
+	return sign | uint8((a+0x7ffff+(a>>20)&1)>>20-960) // rebias 127 → 7, round
+}
+
+// absMaxBits sets m[i] to max(m[i], the bits of |src[i]|): for magnitudes
+// the order of the bits is the order of the values, and bits above
+// 0x7f7fffff are Inf or NaN.
+func absMaxBits(m []uint32, src []float32) {
+	i := absMaxBitsKernel(m, src)
+	m = m[:len(src)]
+	for ; i < len(src); i++ {
+		m[i] = max(m[i], math.Float32bits(src[i])&0x7fffffff)
+	}
 }
 
 // AppendFloat32 encodes src as dtype dt and appends it to dst.

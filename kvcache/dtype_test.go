@@ -1,10 +1,13 @@
 package kvcache
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/kvloom/kvloom/internal/benchutil"
 )
 
 func f32bits(b uint32) float32 { return math.Float32frombits(b) }
@@ -295,5 +298,259 @@ func TestBulkConversions(t *testing.T) {
 	}
 	if _, err := ParseDType("int4"); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("ParseDType(int4) err = %v", err)
+	}
+}
+
+// bulkTestFloats are float32 inputs for the bulk encoders: every binary16
+// value and the midpoints and their neighbours around it (where rounding
+// decides), FP8 boundaries, specials, NaNs with payloads in every part,
+// float32 subnormals, a stride through all 2^32 bit patterns and random
+// floats of every magnitude.
+func bulkTestFloats() []float32 {
+	var out []float32
+	add := func(b uint32) { out = append(out, f32bits(b), f32bits(b|0x80000000)) }
+	for h := range 1 << 15 {
+		b := math.Float32bits(F16ToFloat32(uint16(h)))
+		for d := uint32(0); d < 3; d++ {
+			add(b + d)
+			add(b - d)
+			add(b + 0x1000 + d) // the midpoint to the next binary16 value (normals)
+			add(b + 0x1000 - d)
+		}
+	}
+	for v := range 256 {
+		b := math.Float32bits(FP8E4M3ToFloat32(uint8(v)))
+		for d := uint32(0); d < 3; d++ {
+			add(b + 0x80000 + d)
+			add(b + 0x80000 - d)
+		}
+	}
+	for _, b := range []uint32{0, 1, 0x7fffff, 0x800000, 0x7f7fffff, 0x7f800000, 0x7f800001, 0x7fc00000, 0x7fffffff,
+		0x7fa00000, 0x7f802000, 0x7f801fff, 0x477fe000, 0x477ff000, 0x477fefff, 0x47800000, 0x43e00000, 0x43dfffff, 0x43d00000} {
+		add(b)
+	}
+	stride, random := uint64(4093), 100000
+	if testing.Short() {
+		stride, random = 65521, 10000
+	}
+	for b := uint64(0); b < 1<<32; b += stride {
+		out = append(out, f32bits(uint32(b)))
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range random {
+		out = append(out, f32bits(r.Uint32()))
+	}
+	return out
+}
+
+// TestBulkConversionsMatchScalar: DecodeFloat32 and EncodeFloat32 give
+// exactly the scalar functions' bits for every input, on the kernels (when
+// the CPU has them) and on the Go loops that finish each call, at lengths
+// that leave tails of every size.
+func TestBulkConversionsMatchScalar(t *testing.T) {
+	in := bulkTestFloats()
+	scales := []float32{1, 0.5, 3.0517578e-05, 1e-30, 7e37, -2, float32(math.Inf(1)), float32(math.NaN()), f32bits(1)}
+	for _, n := range []int{len(in), 15, 17, 31, 1} {
+		src := in[len(in)-n:]
+		for _, dt := range []DType{F32, F16, BF16, FP8E4M3} {
+			for _, scale := range scales {
+				if dt != FP8E4M3 && scale != 1 {
+					continue
+				}
+				buf := make([]byte, n*dt.Size())
+				if err := EncodeFloat32(buf, dt, src, scale); err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range src {
+					var got, want uint32
+					switch dt {
+					case F32:
+						got, want = binary.LittleEndian.Uint32(buf[4*i:]), math.Float32bits(v)
+					case F16:
+						got, want = uint32(binary.LittleEndian.Uint16(buf[2*i:])), uint32(F16FromFloat32(v))
+					case BF16:
+						got, want = uint32(binary.LittleEndian.Uint16(buf[2*i:])), uint32(BF16FromFloat32(v))
+					case FP8E4M3:
+						got, want = uint32(buf[i]), uint32(FP8E4M3FromFloat32(v/scale))
+					}
+					if got != want {
+						t.Fatalf("EncodeFloat32 %s scale %g, element %d of %d: %08x -> %x, scalar %x", dt, scale, i, n, math.Float32bits(v), got, want)
+					}
+				}
+			}
+		}
+	}
+	// decoding: every 16-bit and 8-bit pattern, several scales
+	all16 := make([]byte, 2<<16)
+	for h := range 1 << 16 {
+		binary.LittleEndian.PutUint16(all16[2*h:], uint16(h))
+	}
+	for _, n := range []int{1 << 16, 17, 1} {
+		got := make([]float32, n)
+		for _, dt := range []DType{F16, BF16} {
+			if err := DecodeFloat32(got, dt, all16[2*((1<<16)-n):], 0); err != nil {
+				t.Fatal(err)
+			}
+			for i, g := range got {
+				h := uint16((1 << 16) - n + i)
+				want := F16ToFloat32(h)
+				if dt == BF16 {
+					want = BF16ToFloat32(h)
+				}
+				if math.Float32bits(g) != math.Float32bits(want) {
+					t.Fatalf("DecodeFloat32 %s %04x = %08x, scalar %08x", dt, h, math.Float32bits(g), math.Float32bits(want))
+				}
+			}
+		}
+	}
+	all8 := make([]byte, 256*3+5)
+	for i := range all8 {
+		all8[i] = byte(i)
+	}
+	got := make([]float32, len(all8))
+	for _, scale := range scales {
+		if err := DecodeFloat32(got, FP8E4M3, all8, scale); err != nil {
+			t.Fatal(err)
+		}
+		s := scale
+		if s == 0 {
+			s = 1
+		}
+		for i, g := range got {
+			if want := FP8E4M3ToFloat32(all8[i]) * s; math.Float32bits(g) != math.Float32bits(want) {
+				t.Fatalf("DecodeFloat32 fp8 %02x × %g = %08x, scalar %08x", all8[i], scale, math.Float32bits(g), math.Float32bits(want))
+			}
+		}
+	}
+}
+
+// TestFastScalarsMatch: the branch-light scalars the Go loops use equal
+// the reference scalars on every binary16 value and the test floats.
+func TestFastScalarsMatch(t *testing.T) {
+	for h := range 1 << 16 {
+		if got, want := f16ToF32Fast(uint16(h)), F16ToFloat32(uint16(h)); math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("f16ToF32Fast(%04x) = %08x, want %08x", h, math.Float32bits(got), math.Float32bits(want))
+		}
+	}
+	for _, v := range bulkTestFloats() {
+		if got, want := f16FromF32Fast(v), F16FromFloat32(v); got != want {
+			t.Fatalf("f16FromF32Fast(%08x) = %04x, want %04x", math.Float32bits(v), got, want)
+		}
+		for _, s := range []float32{1, 0.25, 3} {
+			if got, want := fp8FromF32Fast(v, s), FP8E4M3FromFloat32(v/s); got != want {
+				t.Fatalf("fp8FromF32Fast(%08x, %g) = %02x, want %02x", math.Float32bits(v), s, got, want)
+			}
+		}
+		if fp8FromF32Fast(v, 0) != 0 {
+			t.Fatalf("fp8FromF32Fast(%g, 0) is not 0", v)
+		}
+	}
+}
+
+// TestAbsMaxBits checks the per-channel magnitude maximum the codecs use.
+func TestAbsMaxBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{1, 16, 37, 1024} {
+		m := make([]uint32, n)
+		want := make([]uint32, n)
+		for range 5 {
+			src := make([]float32, n)
+			for i := range src {
+				src[i] = f32bits(r.Uint32())
+				want[i] = max(want[i], math.Float32bits(src[i])&0x7fffffff)
+			}
+			absMaxBits(m, src)
+		}
+		for i := range m {
+			if m[i] != want[i] {
+				t.Fatalf("n %d: m[%d] = %08x, want %08x", n, i, m[i], want[i])
+			}
+		}
+	}
+}
+
+func benchConvert(b *testing.B, dt DType, decode bool) {
+	const n = 1 << 20
+	f := make([]float32, n)
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := range f {
+		f[i] = float32(r.NormFloat64())
+	}
+	buf := make([]byte, n*dt.Size())
+	if err := EncodeFloat32(buf, dt, f, 0.01); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if decode {
+			err = DecodeFloat32(f, dt, buf, 0.01)
+		} else {
+			err = EncodeFloat32(buf, dt, f, 0.01)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchutil.ReportRatio(b, "x-vs-copy", float64(len(buf)), benchutil.CopyBaseline(len(buf)))
+}
+
+// BenchmarkDecodeFloat32 and BenchmarkEncodeFloat32 convert 1 Mi elements
+// (SetBytes counts the narrow side) against copy() of the narrow bytes.
+func BenchmarkDecodeFloat32(b *testing.B) {
+	for _, dt := range []DType{F16, BF16, FP8E4M3} {
+		b.Run(dt.String(), func(b *testing.B) { benchConvert(b, dt, true) })
+	}
+}
+
+func BenchmarkEncodeFloat32(b *testing.B) {
+	for _, dt := range []DType{F16, BF16, FP8E4M3} {
+		b.Run(dt.String(), func(b *testing.B) { benchConvert(b, dt, false) })
+	}
+}
+
+// TestFP8PeriodicScales: the FP8 conversions with rows of per-channel
+// scales (the codecs' form; kernels when the period is a multiple of 16)
+// equal the scalar functions, zero scales storing 0.
+func TestFP8PeriodicScales(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, period := range []int{16, 32, 5, 48, 1} {
+		for _, rows := range []int{1, 3, 7} {
+			n := period * rows
+			scales := make([]float32, period)
+			for i := range scales {
+				scales[i] = float32(r.ExpFloat64())
+			}
+			scales[period/2] = 0
+			src := make([]float32, n)
+			for i := range src {
+				src[i] = float32(r.NormFloat64() * 300)
+			}
+			codes := make([]byte, n)
+			encodeF32s(codes, FP8E4M3, src, scales)
+			back := make([]float32, n)
+			nan := fp8ScaleRows(back, codes, scales)
+			for i, v := range src {
+				s := scales[i%period]
+				want := byte(0)
+				if s != 0 {
+					want = FP8E4M3FromFloat32(v / s)
+				}
+				if codes[i] != want {
+					t.Fatalf("period %d rows %d: code[%d] = %02x, want %02x", period, rows, i, codes[i], want)
+				}
+				if w := FP8E4M3ToFloat32(codes[i]) * s; math.Float32bits(back[i]) != math.Float32bits(w) {
+					t.Fatalf("period %d rows %d: value[%d] = %v, want %v", period, rows, i, back[i], w)
+				}
+			}
+			if nan {
+				t.Fatalf("period %d: NaN reported for codes without one", period)
+			}
+			codes[n-1] = 0xff
+			if !fp8ScaleRows(back, codes, scales) {
+				t.Fatalf("period %d rows %d: NaN code not reported", period, rows)
+			}
+		}
 	}
 }
