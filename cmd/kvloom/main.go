@@ -41,6 +41,23 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newMatchCmd(),
+		newDemoCmd(),
+		newSimCmd(),
+		newTuneCmd(),
+		newGenerateCmd(),
+		newEvalCmd(),
+		newTopoCmd(),
+		newImageCmd(),
+		newDevicesCmd(),
+		newKVCmd(),
+		newKVLPCmd(),
+		newTraceCmd(),
+		newStatusCmd(),
+		newStatsCmd(),
+		newLookupCmd(),
+		newPrepareCmd(),
+		newEvictCmd(),
 	)
 	return root
 }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvloom/kvloom/hostctl"
+	"github.com/kvloom/kvloom/hostctl/api"
+)
+
+func newPrepareCmd() *cobra.Command {
+	var (
+		df        daemonFlags
+		pf        promptFlags
+		recompute string
+		deadline  time.Duration
+		gpu, keep bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prepare",
+		Short: "have kvloomd load a prompt's reusable KV: print the plan and the per-layer readiness",
+		Long: `prepare runs Prepare as an engine would: kvloomd matches the prompt, loads the reused
+chunks from its tiers and peers under the deadline, stitches them into a shared-memory
+segment layer by layer, and reports the plan. The segment is released afterwards
+unless --keep is given (it then expires after the daemon's segment_ttl).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			toks, err := pf.read(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			return df.call(cmd, func(ctx context.Context, c api.KVLoomClient) error {
+				res, err := hostctl.PrepareAll(ctx, c, &api.PrepareRequest{Tenant: pf.tenant, Model: pf.model, Tokens: toks,
+					Recompute: recompute, DeadlineNs: int64(deadline), Gpu: gpu})
+				if err != nil {
+					return err
+				}
+				if res.Plan.Kv != nil && !keep {
+					if _, err := c.Release(ctx, &api.ReleaseRequest{Handle: res.Plan.Kv.Handle}); err != nil {
+						return err
+					}
+				}
+				out := cmd.OutOrStdout()
+				if df.asJSON {
+					return printJSON(out, &api.PrepareEvent{Event: &api.PrepareEvent_Plan{Plan: res.Plan}})
+				}
+				p := res.Plan
+				fmt.Fprintf(out, "request %d: reused %d of %d tokens, %d to recompute (policy %s)", p.RequestId, p.ReusedTokens, p.PromptTokens, len(p.Recompute), p.RecomputePolicy)
+				if p.Partial {
+					fmt.Fprint(out, ", partial (deadline)")
+				}
+				fmt.Fprintln(out)
+				if err := printRanges(out, p.Ranges); err != nil {
+					return err
+				}
+				if p.Kv != nil {
+					fmt.Fprintf(out, "segment: %s (%d bytes, %d tokens, %s)\n", p.Kv.Path, p.Kv.Size, p.Kv.Tokens, p.Kv.Layout)
+				}
+				for _, l := range res.Layers {
+					fmt.Fprintf(out, "layer %d ready at %s (gpu %v)\n", l.Layer, time.Duration(l.ElapsedNs), l.OnGpu)
+				}
+				fmt.Fprintf(out, "done in %s\n", time.Duration(res.Done.ElapsedNs))
+				return nil
+			})
+		},
+	}
+	df.bind(cmd)
+	pf.bind(cmd)
+	f := cmd.Flags()
+	f.StringVar(&recompute, "recompute", "", "recompute policy: none, full, epic:K, ratio:R (default: the daemon's)")
+	f.DurationVar(&deadline, "deadline", 0, "load deadline (default: the daemon's)")
+	f.BoolVar(&gpu, "gpu", false, "also copy the stitched KV to a GPU buffer through the daemon's DMA backend")
+	f.BoolVar(&keep, "keep", false, "keep the segment instead of releasing it")
+	return cmd
+}

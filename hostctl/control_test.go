@@ -1,0 +1,174 @@
+package hostctl
+
+import (
+	"context"
+	"github.com/kvloom/kvloom/matcher"
+	"google.golang.org/grpc/codes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/kvloom/kvloom/hostctl/api"
+)
+
+// TestControlLoopHotChunk: a stored document that keeps appearing in
+// prompts (seen through Hint, never yet reused) becomes hot in the sketch,
+// and the control loop puts its chunk on the device; a pinned prefix goes
+// there too; unpinned and cold, it leaves.
+func TestControlLoopHotChunk(t *testing.T) {
+	m := loadModel260K(t)
+	cfg := testConfig(t)
+	cfg.Control.HotMinCount = 2
+	dt := startDaemon(t, cfg)
+	ctx := t.Context()
+	doc := m.prompt("The little dog ran to the big tree and barked at the cat. The cat jumped down and ran away. The dog was happy.")[1:]
+	head := m.prompt("Tom had a red ball.")
+	toks := append(slices.Clone(head), doc...)
+	storePrompt(t, dt.c, m, "acme", toks, &api.ChunkSpan{Start: int32(len(head)), Length: int32(len(doc))})
+	docKey := ""
+	for _, q := range []string{"Sue went out to play.", "It was a sunny day in the town.", "Max liked to eat apples."} {
+		p := append(m.prompt(q), doc...)
+		h, err := dt.c.Hint(ctx, &api.HintRequest{Tenant: "acme", Model: "stories260K", Tokens: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Prefetching != 1 {
+			t.Fatalf("hint started %d fetches, want the document's chunk", h.Prefetching)
+		}
+		lk, err := dt.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: p})
+		if err != nil || len(lk.Ranges) != 1 {
+			t.Fatalf("lookup %v %v", lk, err)
+		}
+		docKey = lk.Ranges[0].Chunk
+	}
+	top := waitTop(t, dt, func(h *api.HotEntry) bool { return h.Chunk == docKey && !h.Prefix && h.OnDevice && h.Benefit > 0 })
+	t.Logf("hot: %v", top)
+
+	// Pin the stored prompt's prefix: it goes on the device regardless.
+	pin, err := dt.c.Pin(ctx, &api.PinRequest{Tenant: "acme", Model: "stories260K", Tokens: toks})
+	if err != nil || pin.Entries == 0 {
+		t.Fatalf("pin %v %v", pin, err)
+	}
+	waitTop(t, dt, func(h *api.HotEntry) bool { return h.Pinned && h.Prefix && h.OnDevice })
+	if _, err := dt.c.Pin(ctx, &api.PinRequest{Tenant: "acme", Model: "stories260K", Tokens: toks, Unpin: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitTop(t, dt, func(h *api.HotEntry) bool { return !h.Pinned })
+}
+
+func waitTop(t *testing.T, dt *daemonT, ok func(*api.HotEntry) bool) []*api.HotEntry {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := dt.c.Stats(t.Context(), &api.StatsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range st.Control.Top {
+			if ok(h) {
+				return st.Control.Top
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control loop never decided as expected: %v", st.Control)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestShutdownCancelsAtDeadline: a call still running at the drain deadline
+// is cancelled and counted; what Store accepted is flushed.
+func TestShutdownCancelsAtDeadline(t *testing.T) {
+	m := loadModel260K(t)
+	cfg := testConfig(t)
+	d, err := New(t.Context(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := d.ListenUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(context.Background(), lis) }()
+	conn, err := Dial(cfg.SocketPath(), DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := api.NewKVLoomClient(conn)
+	toks := m.prompt(story)
+	if _, err := StoreKV(t.Context(), c, &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: toks}, m.prefill(t, toks), 0); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := c.Store(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&api.StoreRequest{Msg: &api.StoreRequest_Header{Header: &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: toks}}}); err != nil {
+		t.Fatal(err)
+	}
+	for d.inflight() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	rep, err := d.Shutdown(ctx)
+	if err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if rep.Cancelled != 1 || rep.Unflushed != 0 || rep.Flushed < len(toks)/16 {
+		t.Fatalf("report %+v", rep)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("shutdown took %v", el)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if _, err := stream.CloseAndRecv(); err == nil {
+		t.Fatal("the cut Store succeeded")
+	}
+	// A restart finds the stored prompt on disk.
+	d2, err := New(t.Context(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Shutdown(context.Background())
+	lk, err := d2.Lookup(t.Context(), &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: toks})
+	if err != nil || lk.ReusableTokens != int32(len(toks)/16*16) || lk.Ranges[0].Source != api.Source_SOURCE_DISK {
+		t.Fatalf("after restart: %v %v", lk, err)
+	}
+}
+
+// TestPruneEvictedEntries: entries whose chunks every tier has dropped
+// leave the index (and give their bytes back), so the index stays bounded.
+func TestPruneEvictedEntries(t *testing.T) {
+	m := loadModel260K(t)
+	cfg := testConfig(t)
+	cfg.Tiers = "mem:64MiB"
+	cfg.Limits.MaxIndexEntries = 1
+	dt := startDaemon(t, cfg)
+	toks := m.prompt(story)
+	storePrompt(t, dt.c, m, "acme", toks)
+	other := m.prompt("A big fish swam in the blue sea and found a shiny shell on the sand near the rocks.")
+	_, err := StoreKV(t.Context(), dt.c, &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: other}, m.prefill(t, other), 0)
+	wantCode(t, err, codes.ResourceExhausted, "max_index_entries")
+	// The tiers lose the chunks (as an eviction would).
+	keys, err := matcher.PrefixKeys(dt.d.owners.snapshotSalt(t), toks, 16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dt.d.st.delete(t.Context(), keys); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for dt.d.index.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the entry was never pruned")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	storePrompt(t, dt.c, m, "acme", other)
+}

@@ -1,0 +1,79 @@
+package hostctl
+
+import (
+	"context"
+	"google.golang.org/grpc/codes"
+	"testing"
+	"time"
+
+	"github.com/kvloom/kvloom/hostctl/api"
+)
+
+// startTCPDaemon runs a daemon whose API also listens on loopback TCP
+// (without TLS), as a peer.
+func startTCPDaemon(t *testing.T, cfg Config) (*daemonT, string) {
+	t.Helper()
+	lis := tcpListener(t)
+	addr := lis.Addr().String()
+	cfg.Listen.TCP = addr
+	cfg.Listen.InsecureTCP = true
+	dt := startDaemon(t, cfg)
+	serveExtra(t, func(ctx context.Context) error { return dt.d.ServeTLS(ctx, lis) })
+	return dt, addr
+}
+
+// TestPeerLoad: two daemons on loopback; one stores a prompt, the other
+// learns its index entries and loads the KV from it, exact.
+func TestPeerLoad(t *testing.T) {
+	m := loadModel260K(t)
+	cfgA := testConfig(t)
+	cfgA.Peers.Token = "s3cret"
+	a, addrA := startTCPDaemon(t, cfgA)
+	cfgB := testConfig(t)
+	cfgB.Peers.Token = "s3cret"
+	cfgB.Peers.Static = []string{addrA}
+	b, _ := startTCPDaemon(t, cfgB)
+
+	toks := m.prompt(story)
+	storePrompt(t, a.c, m, "acme", toks)
+	ctx := t.Context()
+	deadline := time.Now().Add(10 * time.Second)
+	var lk *api.LookupResponse
+	for time.Now().Before(deadline) {
+		var err error
+		if lk, err = b.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: toks}); err != nil {
+			t.Fatal(err)
+		}
+		if lk.ReusableTokens > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if lk.ReusableTokens != int32(len(toks)/16*16) || lk.Ranges[0].Source != api.Source_SOURCE_PEER || lk.Ranges[0].Where != addrA {
+		t.Fatalf("daemon B's lookup: %v", lk)
+	}
+	p := checkExactPrefix(t, b, m, "acme", toks)
+	for _, r := range p.Ranges {
+		if r.Source != api.Source_SOURCE_PEER {
+			t.Fatalf("range %v not loaded from the peer", r)
+		}
+	}
+	// Other tenants still see nothing, on either daemon.
+	lk, err := b.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: toks})
+	if err != nil || lk.ReusableTokens != 0 {
+		t.Fatalf("globex on B: %v %v", lk, err)
+	}
+}
+
+func TestPeerTokenRequired(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Peers.Token = "s3cret"
+	_, addr := startTCPDaemon(t, cfg)
+	conn, err := Dial(addr, DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = api.NewPeerClient(conn).Sync(t.Context(), &api.SyncRequest{})
+	wantCode(t, err, codes.PermissionDenied, "peer token")
+}
