@@ -236,8 +236,36 @@ func TestFindDefaultModelDir(t *testing.T) {
 	if got != want {
 		t.Fatalf("found %s, want %s", got, want)
 	}
-	if _, err := FindDefaultModelDir(t.TempDir()); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("from a temp dir: %v", err)
+	// A tree of our own: the model dir is found from two levels below the
+	// directory that holds it, and not from a sibling tree.
+	root := t.TempDir()
+	model := filepath.Join(root, "ws", DefaultModelSubdir)
+	deep := filepath.Join(root, "ws", "checkout", "pkg")
+	other := filepath.Join(root, "elsewhere")
+	for _, d := range []string{model, deep, other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := FindDefaultModelDir(deep); err != nil || got != model {
+		t.Fatalf("from %s: %q, %v; want %s", deep, got, err, model)
+	}
+	// From the sibling the search climbs past root; what it finds there
+	// depends on the machine (CI may keep a shared/ beside /tmp), so the
+	// answer must be the first ancestor of root holding the subdir, or none.
+	wantOther, wantErr := "", true
+	for d := root; ; d = filepath.Dir(d) {
+		if st, err := os.Stat(filepath.Join(d, DefaultModelSubdir)); err == nil && st.IsDir() {
+			wantOther, wantErr = filepath.Join(d, DefaultModelSubdir), false
+			break
+		}
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	got, err = FindDefaultModelDir(other)
+	if wantErr && !errors.Is(err, os.ErrNotExist) || !wantErr && (err != nil || got != wantOther) {
+		t.Fatalf("from %s: %q, %v; want %q (error expected: %v)", other, got, err, wantOther, wantErr)
 	}
 }
 
