@@ -420,23 +420,3 @@ func FuzzParsePrompts(f *testing.F) {
 		}
 	})
 }
-
-func TestRunDemo(t *testing.T) {
-	var out bytes.Buffer
-	sum, err := RunDemo(t.Context(), &out, DemoOptions{Prompts: 30, Sessions: 2})
-	if err != nil {
-		t.Fatalf("RunDemo: %v\n%s", err, out.String())
-	}
-	if sum.DocsRetrieved == 0 || sum.DocsFound != sum.DocsRetrieved {
-		t.Fatalf("demo found %d of %d retrieved documents", sum.DocsFound, sum.DocsRetrieved)
-	}
-	if sum.IsolationLeak != 0 {
-		t.Fatalf("demo: bob reused %d tokens of alice's history", sum.IsolationLeak)
-	}
-	if r := float64(sum.ReusedTokens) / float64(sum.PromptTokens); r < 0.9 {
-		t.Fatalf("RAG prompts reuse %.2f of their tokens, want ≥ 0.9 (system prompt and documents are all indexed)", r)
-	}
-	if sum.ChatReused < 80 || sum.HotCandidates == 0 {
-		t.Fatalf("chat reuse %.1f%%, %d hot candidates", sum.ChatReused, sum.HotCandidates)
-	}
-}
