@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/kvloom/kvloom/internal/benchutil"
 	"github.com/kvloom/kvloom/internal/testutil"
@@ -287,8 +289,23 @@ func BenchmarkRedisGet(b *testing.B) {
 // memory, a third only on disk, a third only in Redis — against the raw
 // throughput of its slowest tier (a go-redis GET loop over the same Redis
 // groups), issue 5: ≥ 80%; and the time until layer 0 of every chunk is in,
-// as a fraction of the whole load times the layer count L
-// (first-layer-L-ratio: 1 is exactly 1/L of the load).
+// as a fraction of the whole load times the layer count L (1 is exactly
+// 1/L of the load), issue 5: ≤ 1 + noise.
+//
+// This VM has 2 cores shared with other test suites, and redis-server
+// shares them too, so besides the usual figures (the b.Loop mean, and
+// benchutil's baseline timed after it) the benchmark alternates prefetches
+// and raw loops and reports each figure two more ways:
+//
+//	x-vs-slowest-raw         b.Loop mean ÷ raw loop timed after it (benchutil)
+//	x-vs-slowest-raw-alt     mean of alternating runs of each
+//	x-vs-slowest-raw-min     fastest of the alternating runs of each
+//	first-layer-L-ratio      mean over every fetch of first layer ÷ (total/L)
+//	first-layer-L-ratio-med  median of the same
+//	first-layer-L-ratio-min  fastest first layer ÷ (fastest total / L)
+//
+// The fastest of interleaved runs is what each side does undisturbed; the
+// median shrugs off the fetches a burst of load landed on.
 func BenchmarkPrefetchMixed(b *testing.B) {
 	srv := testutil.StartRedis(b)
 	spec := benchSpec(b)
@@ -347,10 +364,8 @@ func BenchmarkPrefetchMixed(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	var firstFrac float64
-	b.SetBytes(total)
-	b.ReportAllocs()
-	for b.Loop() {
+	var fl firstLayers
+	fetch := func() {
 		f, err := p.Fetch(ctx, keys, FetchOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -359,20 +374,89 @@ func BenchmarkPrefetchMixed(b *testing.B) {
 		if !res.Complete {
 			b.Fatalf("prefetch incomplete: %v", res.Errs)
 		}
-		firstFrac += float64(res.FirstLayer) / float64(res.Elapsed)
 		f.Close()
+		fl.add(res)
 	}
-	b.ReportMetric(firstFrac/float64(b.N)*float64(spec.Layers), "first-layer-L-ratio")
-	benchutil.ReportRatio(b, "x-vs-slowest-raw", float64(total), benchutil.Baseline{
-		PerOp: float64(rawBytes),
-		Op: func() {
-			for _, k := range rawKeys {
-				if _, err := raw.Get(ctx, k).Bytes(); err != nil {
-					b.Fatal(err)
-				}
+	rawLoop := func() {
+		for _, k := range rawKeys {
+			if _, err := raw.Get(ctx, k).Bytes(); err != nil {
+				b.Fatal(err)
 			}
-		},
-	})
+		}
+	}
+	// One fetch before timing fills the buffer pools and the connection
+	// pools, as on a host that has been serving (the disk benchmark warms
+	// its page cache the same way).
+	fetch()
+	fl = firstLayers{}
+	b.SetBytes(total)
+	b.ReportAllocs()
+	for b.Loop() {
+		fetch()
+	}
+	loopRatios := len(fl.ratios)
+	benchutil.ReportRatio(b, "x-vs-slowest-raw", float64(total), benchutil.Baseline{PerOp: float64(rawBytes), Op: rawLoop})
+	subj, base := alternate(20, fetch, rawLoop)
+	b.ReportMetric(float64(total)/mean(subj).Seconds()/(float64(rawBytes)/mean(base).Seconds()), "x-vs-slowest-raw-alt")
+	b.ReportMetric(float64(total)/slices.Min(subj).Seconds()/(float64(rawBytes)/slices.Min(base).Seconds()), "x-vs-slowest-raw-min")
+	fl.report(b, spec.Layers, loopRatios)
+}
+
+// firstLayers collects, fetch by fetch, when layer 0 of every chunk was
+// in and when the whole load was.
+type firstLayers struct {
+	ratios             []float64 // first ÷ (total / L), per fetch, as fractions of total
+	bestFirst, bestAll time.Duration
+}
+
+func (fl *firstLayers) add(res Result) {
+	fl.ratios = append(fl.ratios, float64(res.FirstLayer)/float64(res.Elapsed))
+	if fl.bestAll == 0 || res.Elapsed < fl.bestAll {
+		fl.bestAll = res.Elapsed
+	}
+	if fl.bestFirst == 0 || res.FirstLayer < fl.bestFirst {
+		fl.bestFirst = res.FirstLayer
+	}
+}
+
+// report reports first-layer-L-ratio as the mean over the first loopN
+// fetches (the b.Loop ones, as before), and -med and -min over all.
+func (fl *firstLayers) report(b *testing.B, layers, loopN int) {
+	L := float64(layers)
+	b.ReportMetric(meanF(fl.ratios[:loopN])*L, "first-layer-L-ratio")
+	sorted := slices.Sorted(slices.Values(fl.ratios))
+	b.ReportMetric(sorted[len(sorted)/2]*L, "first-layer-L-ratio-med")
+	b.ReportMetric(float64(fl.bestFirst)/float64(fl.bestAll)*L, "first-layer-L-ratio-min")
+}
+
+// alternate runs subject and baseline in turn, rounds times each, and
+// returns each one's run times: both meet the same load.
+func alternate(rounds int, subject, baseline func()) (subj, base []time.Duration) {
+	for range rounds {
+		start := time.Now()
+		subject()
+		subj = append(subj, time.Since(start))
+		start = time.Now()
+		baseline()
+		base = append(base, time.Since(start))
+	}
+	return subj, base
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
+
+func meanF(xs []float64) float64 {
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
 }
 
 // "How much of this prompt is cached and where", without reading KV: a
@@ -422,4 +506,46 @@ func BenchmarkCoverage(b *testing.B) {
 		}
 	}
 	benchutil.ReportRate(b, "chunks/s", 64)
+}
+
+// The prefetcher's own cost: a fetch of 12 chunks × 32 layers from the
+// memory tier, whose reads are free (the layers alias the stored blobs),
+// so what is timed is the scheduling, bookkeeping and hand-offs.
+func BenchmarkPrefetchOverhead(b *testing.B) {
+	spec := benchSpec(b)
+	ctx := context.Background()
+	mem, err := NewMemory(MemoryOptions{BlobOptions: BlobOptions{Model: spec}, Capacity: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := NewTiered(TieredOptions{BlobOptions: BlobOptions{Model: spec}, NoPromote: true}, mem)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var keys []matcher.ChunkKey
+	for i := range 12 {
+		c := makeChunk(b, spec, 8, uint64(i))
+		if err := mem.Put(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+		keys = append(keys, c.Key)
+	}
+	p, err := NewPrefetcher(st, PrefetchOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := p.Fetch(ctx, keys, FetchOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res := f.Wait(ctx); !res.Complete {
+			b.Fatalf("prefetch incomplete: %v", res.Errs)
+		}
+		f.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(keys)*spec.Layers), "ns/layer")
 }

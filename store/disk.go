@@ -275,28 +275,41 @@ func (d *Disk) scanPack(p *pack) ([]scannedBlob, int64, error) {
 		return nil, 0, err
 	}
 	size := fi.Size()
+	out, err := d.scanBlobs(f, size, p.path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, size, nil
+}
+
+// scanBlobs reads the header of every blob in a pack of size bytes (named
+// name in errors): blobs start at 4 KiB-aligned offsets, a tombstoned one
+// is skipped, and one of another model (when the tier serves one model)
+// is left out. Any header that does not parse, or a blob that runs past
+// the end, fails the whole pack.
+func (d *Disk) scanBlobs(r io.ReaderAt, size int64, name string) ([]scannedBlob, error) {
 	var out []scannedBlob
 	magic := make([]byte, len(blobMagic))
 	for off := int64(0); off < size; {
-		var hr io.Reader = io.NewSectionReader(f, off, size-off)
+		var hr io.Reader = io.NewSectionReader(r, off, size-off)
 		deleted := false
-		if _, err := f.ReadAt(magic, off); err == nil && bytes.Equal(magic, tombstoneMagic) {
+		if _, err := r.ReadAt(magic, off); err == nil && bytes.Equal(magic, tombstoneMagic) {
 			deleted = true
-			hr = io.MultiReader(bytes.NewReader(blobMagic), io.NewSectionReader(f, off+int64(len(magic)), size-off-int64(len(magic))))
+			hr = io.MultiReader(bytes.NewReader(blobMagic), io.NewSectionReader(r, off+int64(len(magic)), size-off-int64(len(magic))))
 		}
 		h, err := kvcache.ReadHeader(hr, kvcache.DecodeOptions{Codecs: d.cfg.codecs, MaxBytes: d.cfg.max})
 		if err != nil {
-			return nil, 0, fmt.Errorf("pack %s: blob at offset %d: %w", p.path, off, err)
+			return nil, fmt.Errorf("pack %s: blob at offset %d: %w", name, off, err)
 		}
 		if off+h.Size > size {
-			return nil, 0, fmt.Errorf("pack %s: blob at offset %d declares %d bytes, file has %d: %w", p.path, off, h.Size, size-off, kvcache.ErrTruncated)
+			return nil, fmt.Errorf("pack %s: blob at offset %d declares %d bytes, file has %d: %w", name, off, h.Size, size-off, kvcache.ErrTruncated)
 		}
 		if !deleted && (d.cfg.model == nil || (h.Model == d.cfg.model.Fingerprint() && h.Shape == d.cfg.model.Shape())) {
 			out = append(out, scannedBlob{key: h.Key, off: off, size: h.Size})
 		}
 		off = alignPack(off + h.Size)
 	}
-	return out, size, nil
+	return out, nil
 }
 
 func alignPack(n int64) int64 { return (n + packAlign - 1) &^ (packAlign - 1) }
@@ -337,7 +350,6 @@ func (d *Disk) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRange)
 		d.st.errors.Add(1)
 		return nil, fmt.Errorf("disk tier get %v: %w: %w", key, ErrUnavailable, err)
 	}
-	readAhead(f, loc.off, loc.size)
 	r, err := d.openReader(f, loc, key, layers)
 	if err != nil {
 		f.Close()
@@ -351,11 +363,31 @@ func (d *Disk) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRange)
 	return r, nil
 }
 
+// missed records a miss of k as Get would (the admission filter's count),
+// without looking it up.
+func (d *Disk) missed(k matcher.ChunkKey) {
+	d.mu.Lock()
+	if d.admit != nil && !d.closed {
+		d.admit.Add(keyHash(k))
+	}
+	d.mu.Unlock()
+	d.st.misses.Add(1)
+}
+
 func (d *Disk) openReader(f *os.File, loc diskLoc, key matcher.ChunkKey, layers LayerRange) (*diskReader, error) {
 	probe := d.pool.get(int(min(headerProbe, loc.size)))
 	defer d.pool.put(probe)
-	if _, err := f.ReadAt(probe, loc.off); err != nil {
-		return nil, d.corrupted(loc.pack, fmt.Errorf("read header at offset %d of %s: %w: %w", loc.off, loc.pack.path, kvcache.ErrTruncated, err))
+	// A warm blob is read from the page cache alone. A cold one (its
+	// header is not cached) gets posix_fadvise(WILLNEED) over the whole
+	// blob first, so that its layers stream in while the header is read
+	// and checked; advising a warm blob would only cost CPU (readCached).
+	n := readCached(f, probe, loc.off)
+	advised := n < len(probe)
+	if advised {
+		readAhead(f, loc.off, loc.size)
+		if _, err := f.ReadAt(probe[n:], loc.off+int64(n)); err != nil {
+			return nil, d.corrupted(loc.pack, fmt.Errorf("read header at offset %d of %s: %w: %w", loc.off, loc.pack.path, kvcache.ErrTruncated, err))
+		}
 	}
 	if bytes.HasPrefix(probe, tombstoneMagic) {
 		return nil, fmt.Errorf("blob at offset %d of %s was deleted", loc.off, loc.pack.path)
@@ -388,8 +420,10 @@ func (d *Disk) openReader(f *os.File, loc diskLoc, key matcher.ChunkKey, layers 
 	if err != nil {
 		return nil, err
 	}
-	return &diskReader{d: d, pack: loc.pack, f: f, base: loc.off, hdr: h, metaB: meta, codec: codec, rng: rng,
-		slots: make([]diskSlot, h.Shape.Layers)}, nil
+	r := &diskReader{d: d, pack: loc.pack, f: f, base: loc.off, hdr: h, metaB: meta, codec: codec, rng: rng,
+		slots: make([]diskSlot, h.Shape.Layers)}
+	r.advised.Store(advised)
+	return r, nil
 }
 
 func (d *Disk) readLongHeader(f *os.File, loc diskLoc, opts kvcache.DecodeOptions) (*kvcache.Header, []byte, error) {
@@ -790,6 +824,9 @@ type diskReader struct {
 	closeMu sync.RWMutex // Layer holds it shared, Close exclusively
 	closed  bool
 	slots   []diskSlot
+	// advised is set once the kernel was asked to read the rest of the
+	// blob ahead (see read).
+	advised atomic.Bool
 }
 
 type diskSlot struct {
@@ -824,7 +861,7 @@ func (r *diskReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	}
 	e := r.hdr.Table[l]
 	buf := r.d.pool.get(int(e.Length))
-	if _, err := r.f.ReadAt(buf, r.base+e.Offset); err != nil {
+	if err := r.read(buf, r.base+e.Offset); err != nil {
 		r.d.pool.put(buf)
 		return nil, fmt.Errorf("disk reader %v: layer %d: %w: %w", r.hdr.Key, l, ErrNotFound,
 			r.d.corrupted(r.pack, fmt.Errorf("read %d bytes at offset %d of %s: %w: %w", e.Length, r.base+e.Offset, r.pack.path, kvcache.ErrTruncated, err)))
@@ -838,6 +875,27 @@ func (r *diskReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	s.raw, s.decoded = buf, dec
 	r.d.st.bytesRead.Add(int64(len(dec)))
 	return dec, nil
+}
+
+// read fills p from offset off of the pack. While the blob looks warm it
+// takes what the page cache holds without touching the disk; at the first
+// byte that is not cached it asks the kernel, once, to read the rest of the
+// blob ahead (cold blobs stream in while earlier layers are checked), and
+// reads the remainder normally.
+func (r *diskReader) read(p []byte, off int64) error {
+	n := 0
+	if !r.advised.Load() {
+		n = readCached(r.f, p, off)
+		if n == len(p) {
+			return nil
+		}
+		if r.advised.CompareAndSwap(false, true) {
+			from := off + int64(n)
+			readAhead(r.f, from, r.base+r.hdr.Size-from)
+		}
+	}
+	_, err := r.f.ReadAt(p[n:], off+int64(n))
+	return err
 }
 
 func (r *diskReader) meta() []byte { return r.metaB }

@@ -12,6 +12,9 @@
 //   - Tiered, which stacks them (mem → disk → redis) with promotion on
 //     hit and an in-memory location index, configured from one string
 //     (Parse, Open);
+//   - BatchGetter, opening many chunks in one call: the Redis tier reads
+//     their headers and first layer groups in one pipelined round trip,
+//     the tiered store sends that first and opens local hits meanwhile;
 //   - Prefetcher, which loads a prompt's chunks concurrently under a
 //     deadline and a bytes-in-flight budget, layer 0 of every chunk first,
 //     deduplicating concurrent fetches of one chunk across requests;

@@ -142,6 +142,17 @@ func (m *Memory) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRang
 	return &memReader{m: m, e: e, rng: rng}, nil
 }
 
+// missed records a miss of k as Get would, without looking it up (the
+// tiered store sends keys no local tier holds straight to the remote ones).
+func (m *Memory) missed(k matcher.ChunkKey) {
+	m.mu.Lock()
+	if !m.closed {
+		m.policy.Touch(k)
+	}
+	m.mu.Unlock()
+	m.st.misses.Add(1)
+}
+
 // Put implements Store.
 func (m *Memory) Put(ctx context.Context, c *kvcache.Chunk) error {
 	if err := ctx.Err(); err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +21,9 @@ type PrefetchOptions struct {
 	// all requests. Zero means 16.
 	Workers int
 	// MaxInFlight bounds the bytes of layers being read at once; a layer
-	// larger than it runs alone. Zero means 256 MiB.
+	// larger than it runs alone. Zero means 256 MiB. Opens are not
+	// counted: a batch of them is bounded by chunk count (64), and brings
+	// each chunk's first Redis layer group with its header.
 	MaxInFlight int64
 	// LayerWindow is how many layers a chunk may be read ahead of the
 	// slowest chunk of the request that started its fetch: 1 reads in
@@ -37,14 +38,19 @@ type PrefetchOptions struct {
 }
 
 // Prefetcher loads the chunks of many requests from a Store concurrently.
-// Work is ordered earliest deadline first across requests and, within a
-// request, layer-major: layer 0 of every chunk, then layer 1, …, so that a
-// stitcher consuming layers in order can start at once. A chunk wanted by
-// several requests at the same time is fetched once (its flight); a
-// request that gives up (cancelled, past its deadline) stops wanting its
-// chunks, and a flight stops only when no request wants it any more.
+// A request's chunks are opened in one batch when the store is a
+// BatchGetter (one round trip for a tier's headers). Requests' starts —
+// their opens and first layers — go before the later layers of any
+// request; within that, earliest deadline first and, within a request,
+// layer-major: layer 0 of every chunk, then layer 1, …, so that a stitcher
+// consuming layers in order can start at once. A chunk wanted by several
+// requests at the same time is fetched once (its flight); a request that
+// gives up (cancelled, past its deadline) stops wanting its chunks, and a
+// flight (or a batch of opens) stops only when no request wants it any
+// more.
 type Prefetcher struct {
 	src     Store
+	batcher BatchGetter // src, when it opens many chunks at once
 	workers int
 	maxB    int64
 	window  int
@@ -54,8 +60,8 @@ type Prefetcher struct {
 	cond     *sync.Cond
 	flights  map[matcher.ChunkKey]*flight
 	tasks    taskHeap
-	parked   []*task // layers too far ahead of their request's slowest chunk
 	inflight int64
+	blocked  int // workers waiting for the head task's bytes to fit
 	seq      uint64
 	closed   bool
 	wg       sync.WaitGroup
@@ -84,6 +90,7 @@ func NewPrefetcher(src Store, opts PrefetchOptions) (*Prefetcher, error) {
 	if src == nil || p.workers < 0 || p.maxB < 0 || p.window < 0 {
 		return nil, fmt.Errorf("prefetcher: workers %d, max in flight %d and layer window %d must not be negative, and a store is required: %w", p.workers, p.maxB, p.window, ErrConfig)
 	}
+	p.batcher, _ = src.(BatchGetter)
 	p.cond = sync.NewCond(&p.mu)
 	for range p.workers {
 		p.wg.Add(1)
@@ -123,7 +130,7 @@ type flight struct {
 	cancel context.CancelFunc
 
 	// lead is the request that started the flight: its progress paces
-	// the flight's layers (see layerWindow).
+	// the flight's layers (see eligible).
 	lead *Fetch
 
 	// guarded by Prefetcher.mu
@@ -131,21 +138,37 @@ type flight struct {
 	order            int       // chunk index in the request that started it
 	deadline         time.Time // of the request that started it
 	gone             bool      // out of the flights map
+	// Layers [qNext, qEnd) are not queued yet: a layer is queued only
+	// when its lead lets it be read (eligible), so that no worker is woken
+	// for a task it may not run. qInfo sizes them.
+	qStart, qNext, qEnd int
+	qInfo               *kvcache.ChunkInfo
 
 	mu      sync.Mutex
 	reader  kvcache.ChunkReader
 	info    *kvcache.ChunkInfo
 	rng     LayerRange
-	layers  []flightLayer // indexed by layer number (nil entries outside rng)
+	layers  []flightLayer // indexed by layer number (zero outside rng)
 	arrived int
-	err     error         // sticky failure
-	failed  chan struct{} // closed on failure
+	err     error // sticky failure
+	// changed is closed when a layer arrives or the flight fails; it is
+	// made only when a reader waits (Layer), so that a flight nobody
+	// waits on layer by layer allocates nothing per layer.
+	changed chan struct{}
 	subs    []*fetchSub
 }
 
 type flightLayer struct {
 	data []byte
-	done chan struct{}
+	in   bool
+}
+
+// signalLocked wakes the readers waiting on fl (fl.mu held).
+func (fl *flight) signalLocked() {
+	if fl.changed != nil {
+		close(fl.changed)
+		fl.changed = nil
+	}
 }
 
 // fetchSub is one request's interest in one flight (chunk index i).
@@ -166,17 +189,22 @@ type task struct {
 	fl    *flight
 	layer int
 	bytes int64
-	// priority: earliest deadline, then lowest layer, then chunk order.
+	// Priority, most significant first: a request's start (its opens and
+	// its first layer: class 0) before the rest of any request's work
+	// (class 1), so that a new request's first layer is not queued behind
+	// the later layers of requests due earlier; then earliest deadline;
+	// then lowest layer (layer-major within a request); then chunk order;
+	// then arrival.
+	class    uint8
 	deadline int64
 	order    int
 	seq      uint64
 }
 
-type taskHeap []*task
-
-func (h taskHeap) Len() int { return len(h) }
-func (h taskHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
+func (a *task) before(b *task) bool {
+	if a.class != b.class {
+		return a.class < b.class
+	}
 	if a.deadline != b.deadline {
 		return a.deadline < b.deadline
 	}
@@ -188,14 +216,58 @@ func (h taskHeap) Less(i, j int) bool {
 	}
 	return a.seq < b.seq
 }
-func (h taskHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *taskHeap) Push(x any)   { *h = append(*h, x.(*task)) }
-func (h *taskHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+
+// taskHeap is a binary min-heap of tasks by value: pushing a task
+// allocates nothing (container/heap would box each one).
+type taskHeap []task
+
+func (h *taskHeap) push(t task) {
+	*h = append(*h, t)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !q[i].before(&q[parent]) {
+			break
+		}
+		q[i], q[parent] = q[parent], q[i]
+		i = parent
+	}
+}
+
+func (h *taskHeap) pop() task {
+	q := *h
+	t := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = task{}
+	q = q[:n]
+	*h = q
+	q.down(0)
 	return t
+}
+
+func (h taskHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].before(&h[l]) {
+			m = r
+		}
+		if !h[m].before(&h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h taskHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
 }
 
 func deadlineKey(d time.Time) int64 {
@@ -205,28 +277,69 @@ func deadlineKey(d time.Time) int64 {
 	return d.UnixNano()
 }
 
-// pushLocked queues a task (p.mu held).
+// pushLocked queues a task (p.mu held). The caller wakes a worker.
 func (p *Prefetcher) pushLocked(fl *flight, layer int, bytes int64) {
 	p.seq++
-	heap.Push(&p.tasks, &task{fl: fl, layer: layer, bytes: bytes, deadline: deadlineKey(fl.deadline), order: fl.order, seq: p.seq})
-	p.cond.Signal()
+	t := task{fl: fl, layer: layer, bytes: bytes, deadline: deadlineKey(fl.deadline), order: fl.order, seq: p.seq}
+	if layer >= 0 && layer != fl.qStart {
+		t.class = 1
+	}
+	p.tasks.push(t)
 }
+
+// queueLocked queues the layers of fl that its lead lets be read now, and
+// wakes a worker for each (p.mu held).
+func (p *Prefetcher) queueLocked(fl *flight) {
+	for fl.qNext < fl.qEnd && fl.ctx.Err() == nil && fl.eligible(fl.qNext, p.window) {
+		p.pushLocked(fl, fl.qNext, int64(fl.qInfo.LayerInfo(fl.qNext).Bytes()))
+		fl.qNext++
+		p.cond.Signal()
+	}
+}
+
+// advance queues what became eligible after request f moved on (a round
+// of layers completed) or let go of pacing its flights.
+func (p *Prefetcher) advance(f *Fetch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fl := range f.flights {
+		if fl.lead == f {
+			p.queueLocked(fl)
+		}
+	}
+}
+
+// maxOpenBatch bounds how many chunks one worker opens in one GetMany: a
+// Redis batch brings each chunk's first layer group with its header, so
+// this bounds the bytes of one round trip; the next batch goes to the next
+// worker.
+const maxOpenBatch = 64
 
 func (p *Prefetcher) work() {
 	defer p.wg.Done()
+	var batch []*flight
 	for {
-		t := p.next()
-		if t == nil {
+		t, ok, b := p.next(batch[:0])
+		batch = b
+		if !ok {
 			return
 		}
-		if t.layer < 0 {
+		switch {
+		case len(batch) > 0:
+			p.openMany(batch)
+			clear(batch)
+		case t.layer < 0:
 			p.open(t.fl)
-		} else {
+		default:
 			p.read(t.fl, t.layer)
 		}
 		p.mu.Lock()
 		p.inflight -= t.bytes
-		p.cond.Broadcast()
+		if p.blocked > 0 {
+			// The head waited for these bytes; a worker that finds it
+			// still too large waits again.
+			p.cond.Signal()
+		}
 		p.mu.Unlock()
 	}
 }
@@ -242,54 +355,97 @@ func (fl *flight) eligible(l, window int) bool {
 // next waits for the highest-priority task that fits the byte budget.
 // Tasks are taken in priority order only: a large layer at the head waits
 // for room rather than being overtaken, so the order promised holds.
-// Layers outside their request's window are parked until it advances.
-func (p *Prefetcher) next() *task {
+// When the source opens chunks in batches and the task is an open, the
+// opens queued right behind it (up to maxOpenBatch) come with it in batch.
+func (p *Prefetcher) next(batch []*flight) (task, bool, []*flight) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
 		if p.closed {
-			return nil
+			return task{}, false, batch
 		}
-		for len(p.tasks) > 0 {
-			t := p.tasks[0]
-			if t.fl.ctx.Err() != nil {
-				heap.Pop(&p.tasks) // its flight was abandoned
-				continue
-			}
-			if t.layer >= 0 && !t.fl.eligible(t.layer, p.window) {
-				p.parked = append(p.parked, heap.Pop(&p.tasks).(*task))
-				continue
-			}
-			break
+		for len(p.tasks) > 0 && p.tasks[0].fl.ctx.Err() != nil {
+			p.tasks.pop() // its flight was abandoned
 		}
 		if len(p.tasks) > 0 {
-			t := p.tasks[0]
-			if p.inflight == 0 || p.inflight+t.bytes <= p.maxB {
-				heap.Pop(&p.tasks)
+			if h := &p.tasks[0]; p.inflight == 0 || p.inflight+h.bytes <= p.maxB {
+				t := p.tasks.pop()
 				p.inflight += t.bytes
-				return t
+				if t.layer < 0 && p.batcher != nil {
+					batch = append(batch, t.fl)
+					for len(p.tasks) > 0 && p.tasks[0].layer < 0 && len(batch) < maxOpenBatch {
+						if o := p.tasks.pop(); o.fl.ctx.Err() == nil {
+							batch = append(batch, o.fl)
+						}
+					}
+				}
+				if p.blocked > 0 && len(p.tasks) > 0 && p.inflight+p.tasks[0].bytes <= p.maxB {
+					// The bytes freed may fit more than one task.
+					p.cond.Signal()
+				}
+				return t, true, batch
 			}
+			p.blocked++
+			p.cond.Wait()
+			p.blocked--
+			continue
 		}
 		p.cond.Wait()
 	}
 }
 
-// unpark requeues parked layers after a request advanced or let go.
-func (p *Prefetcher) unpark() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.parked) == 0 {
-		return
-	}
-	for _, t := range p.parked {
-		heap.Push(&p.tasks, t)
-	}
-	p.parked = p.parked[:0]
-	p.cond.Broadcast()
-}
-
 func (p *Prefetcher) open(fl *flight) {
 	r, err := p.src.Get(fl.ctx, fl.key, kvcache.AllLayers)
+	p.opened(fl, r, err)
+}
+
+// openMany opens flights through the source's BatchGetter: one call, in
+// which local hits come back at once (their layers start while the rest is
+// asked for) and a remote tier answers all of its chunks in one round trip.
+// The batch stops only when every flight in it was abandoned.
+func (p *Prefetcher) openMany(fls []*flight) {
+	keys := make([]matcher.ChunkKey, len(fls))
+	for i, fl := range fls {
+		keys[i] = fl.key
+	}
+	ctx, done := batchContext(fls)
+	defer done()
+	p.batcher.GetMany(ctx, keys, kvcache.AllLayers, func(i int, r kvcache.ChunkReader, err error) {
+		p.opened(fls[i], r, err)
+	})
+}
+
+// batchContext is a context that ends when every flight's does.
+func batchContext(fls []*flight) (context.Context, func()) {
+	if len(fls) == 1 {
+		return fls[0].ctx, func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var left atomic.Int64
+	left.Store(int64(len(fls)))
+	stops := make([]func() bool, len(fls))
+	for i, fl := range fls {
+		stops[i] = context.AfterFunc(fl.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// opened hands a flight the reader (or error) its open produced.
+func (p *Prefetcher) opened(fl *flight, r kvcache.ChunkReader, err error) {
+	if err == nil && fl.ctx.Err() != nil {
+		// Abandoned while a batch it shared with others was in flight.
+		r.Close()
+		r, err = nil, fmt.Errorf("prefetch %v: %w", fl.key, context.Canceled)
+	}
 	var info *kvcache.ChunkInfo
 	var rng LayerRange
 	var subs []*fetchSub
@@ -303,14 +459,10 @@ func (p *Prefetcher) open(fl *flight) {
 		fl.mu.Lock()
 		fl.reader, fl.info, fl.rng = r, info, rng
 		fl.layers = make([]flightLayer, rng.End)
-		for l := rng.Start; l < rng.End; l++ {
-			fl.layers[l].done = make(chan struct{})
-		}
 		subs = append(subs, fl.subs...)
 		fl.mu.Unlock()
-		for l := rng.Start; l < rng.End; l++ {
-			p.pushLocked(fl, l, int64(info.LayerInfo(l).Bytes()))
-		}
+		fl.qStart, fl.qNext, fl.qEnd, fl.qInfo = rng.Start, rng.Start, rng.End, info
+		p.queueLocked(fl)
 	}
 	p.mu.Unlock()
 	if err == nil && orphan {
@@ -340,10 +492,11 @@ func (p *Prefetcher) read(fl *flight, l int) {
 	}
 	p.st.bytes.Add(int64(len(data)))
 	fl.mu.Lock()
-	fl.layers[l].data = data
-	close(fl.layers[l].done)
+	fl.layers[l].data, fl.layers[l].in = data, true
+	fl.signalLocked()
 	fl.arrived++
-	subs := append([]*fetchSub(nil), fl.subs...)
+	var buf [4]*fetchSub
+	subs := append(buf[:0], fl.subs...)
 	fl.mu.Unlock()
 	for _, s := range subs {
 		s.f.progress(s.i)
@@ -358,8 +511,9 @@ func (p *Prefetcher) fail(fl *flight, err error) {
 		return
 	}
 	fl.err = err
-	close(fl.failed)
-	subs := append([]*fetchSub(nil), fl.subs...)
+	fl.signalLocked()
+	var buf [4]*fetchSub
+	subs := append(buf[:0], fl.subs...)
 	fl.mu.Unlock()
 	if !errors.Is(err, context.Canceled) {
 		p.log.Debug("prefetch_chunk_failed", "err", err)
@@ -477,11 +631,20 @@ type Fetch struct {
 	mu      sync.Mutex
 	state   []chunkState
 	errs    []error
-	changed chan struct{}
+	changed chan struct{} // closed when minDone or a chunk's state changes
 	first   time.Duration // when layer 0 of every chunk still wanted was in
 	full    time.Duration // when every chunk was terminal
 	minDone int           // layers [0, minDone) are in for every wanted chunk
 	closed  bool
+	// pending counts chunks in chunkPending. lag[i] marks a pending chunk
+	// that lacks layer minDone, laggards counts them: a round completes
+	// when it reaches zero, so a layer's arrival costs O(1), not a scan
+	// of every chunk. settled is set once the last round was counted
+	// after every chunk left pending.
+	pending  int
+	lag      []bool
+	laggards int
+	settled  bool
 }
 
 type chunkState uint8
@@ -507,7 +670,13 @@ func (p *Prefetcher) Fetch(ctx context.Context, keys []matcher.ChunkKey, opts Fe
 	deadline, _ := ctx.Deadline()
 	f := &Fetch{p: p, keys: append([]matcher.ChunkKey(nil), keys...), flights: make([]*flight, len(keys)),
 		deadline: deadline, start: time.Now(), shedOK: !opts.NoShed && !deadline.IsZero(), cancel: cancel,
-		state: make([]chunkState, len(keys)), errs: make([]error, len(keys)), changed: make(chan struct{})}
+		state: make([]chunkState, len(keys)), errs: make([]error, len(keys)), changed: make(chan struct{}),
+		pending: len(keys), lag: make([]bool, len(keys)), laggards: len(keys)}
+	// Until the first recount every chunk lacks layer 0: a worker may call
+	// progress as soon as the flights are registered.
+	for i := range f.lag {
+		f.lag[i] = true
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -516,17 +685,23 @@ func (p *Prefetcher) Fetch(ctx context.Context, keys []matcher.ChunkKey, opts Fe
 	}
 	p.st.requests.Add(1)
 	p.st.chunks.Add(int64(len(keys)))
+	opens, rekey := 0, false
 	for i, k := range keys {
 		fl, ok := p.flights[k]
 		if ok {
 			p.st.joined.Add(1)
+			if deadlineKey(deadline) < deadlineKey(fl.deadline) {
+				// A more urgent request joined: the flight's work is now
+				// due by its deadline (earliest deadline first).
+				fl.deadline, rekey = deadline, true
+			}
 		} else {
 			p.seq++
 			fctx, fcancel := context.WithCancel(context.Background())
-			fl = &flight{key: k, seq: p.seq, ctx: fctx, cancel: fcancel, order: i, deadline: deadline, lead: f,
-				failed: make(chan struct{})}
+			fl = &flight{key: k, seq: p.seq, ctx: fctx, cancel: fcancel, order: i, deadline: deadline, lead: f}
 			p.flights[k] = fl
 			p.pushLocked(fl, -1, 0)
+			opens++
 		}
 		fl.wanters++
 		fl.holders++
@@ -535,7 +710,24 @@ func (p *Prefetcher) Fetch(ctx context.Context, keys []matcher.ChunkKey, opts Fe
 		fl.mu.Unlock()
 		f.flights[i] = fl
 	}
+	if rekey {
+		for i := range p.tasks {
+			p.tasks[i].deadline = deadlineKey(p.tasks[i].fl.deadline)
+		}
+		p.tasks.init()
+	}
+	// One worker per open, or per batch of opens when the source opens
+	// many at once (the others would wake to find nothing).
+	if p.batcher != nil {
+		opens = (opens + maxOpenBatch - 1) / maxOpenBatch
+	}
+	for range opens {
+		p.cond.Signal()
+	}
 	p.mu.Unlock()
+	f.mu.Lock()
+	f.recountLocked()
+	f.mu.Unlock()
 	// Chunks already complete (joined flights) count at once.
 	for i := range keys {
 		f.progress(i)
@@ -568,101 +760,102 @@ func (f *Fetch) progress(i int) {
 		return
 	}
 	var unwant []*flight
-	if f.state[i] == chunkPending && st != chunkPending {
-		f.state[i], f.errs[i] = st, err
+	wake := false
+	switch {
+	case f.state[i] == chunkPending && st != chunkPending:
+		f.leaveLocked(i, st, err)
+		wake = true
 		switch st {
 		case chunkFailed:
 			f.p.st.failed.Add(1)
 		case chunkArrived:
 			unwant = append(unwant, fl) // nothing more to wait for
 		}
+	case f.lag[i] && f.hasLayerLocked(i, f.minDone):
+		f.lag[i] = false
+		f.laggards--
 	}
-	before := f.minDone
-	unwant = append(unwant, f.checkRoundLocked()...)
-	advanced := f.minDone != before
-	f.notifyLocked()
+	before, wasFree := f.minDone, f.free.Load()
+	shed := f.checkRoundLocked()
+	unwant = append(unwant, shed...)
+	f.notifyLocked(wake || len(shed) > 0 || f.minDone != before)
+	advanced := f.minDone != before || f.free.Load() != wasFree
 	f.mu.Unlock()
 	for _, fl := range unwant {
 		f.p.unwant(fl)
 	}
 	if advanced {
-		f.p.unpark()
+		f.p.advance(f)
 	}
 }
 
-// notifyLocked wakes waiters and records the first-layer and completion
-// times.
-func (f *Fetch) notifyLocked() {
+// leaveLocked takes pending chunk i out of the running (st != pending).
+func (f *Fetch) leaveLocked(i int, st chunkState, err error) {
+	f.state[i], f.errs[i] = st, err
+	f.pending--
+	if f.lag[i] {
+		f.lag[i] = false
+		f.laggards--
+	}
+}
+
+// notifyLocked records the rounds and the completion time, and wakes the
+// waiters (Wait, WaitLayer) when what they look at changed.
+func (f *Fetch) notifyLocked(wake bool) {
 	f.rounds.Store(int64(f.minDone))
-	if f.terminalLocked() {
+	if f.pending == 0 {
 		if f.full == 0 {
 			f.full = time.Since(f.start)
 		}
 		f.free.Store(true)
 	}
-	close(f.changed)
-	f.changed = make(chan struct{})
+	if wake {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
 }
 
-func (f *Fetch) terminalLocked() bool {
-	for _, s := range f.state {
-		if s == chunkPending {
-			return false
-		}
-	}
-	return true
-}
+func (f *Fetch) terminalLocked() bool { return f.pending == 0 }
 
-// layerInLocked reports whether layer l of chunk i is usable or the chunk
-// is out of the running.
-func (f *Fetch) layerInLocked(i, l int) bool {
-	if f.state[i] != chunkPending {
-		return true
-	}
+// hasLayerLocked reports whether layer l of chunk i has arrived, or the
+// chunk has no layer l.
+func (f *Fetch) hasLayerLocked(i, l int) bool {
 	fl := f.flights[i]
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	if fl.info == nil {
 		return false
 	}
-	if !fl.rng.Contains(l) {
-		return true
-	}
-	select {
-	case <-fl.layers[l].done:
-		return true
-	default:
-		return false
-	}
+	return !fl.rng.Contains(l) || fl.layers[l].in
 }
 
-// checkRoundLocked advances minDone, records the first-layer time and,
-// when a round of layers completes, sheds chunks from the end of the
-// prompt if the rest cannot arrive by the deadline at the rate seen so
-// far. It returns the flights no longer wanted.
-func (f *Fetch) checkRoundLocked() []*flight {
-	advanced := false
-	for {
-		all := true
-		for i := range f.state {
-			if !f.layerInLocked(i, f.minDone) {
-				all = false
-				break
-			}
+// recountLocked marks the pending chunks that lack layer minDone. It
+// reports whether some pending chunk has layers at or past minDone still
+// to come (or unknown), so that a round can complete at all.
+func (f *Fetch) recountLocked() bool {
+	f.laggards = 0
+	open := false
+	for i, s := range f.state {
+		f.lag[i] = s == chunkPending && !f.hasLayerLocked(i, f.minDone)
+		if f.lag[i] {
+			f.laggards++
 		}
-		if !all || f.minDone > kvcache.DefaultMaxTokens {
-			break
-		}
-		if f.minDone == 0 && f.first == 0 {
-			f.first = time.Since(f.start)
-		}
-		f.minDone++
-		advanced = true
-		if f.terminalLocked() {
-			break
+		if s == chunkPending && !open {
+			fl := f.flights[i]
+			fl.mu.Lock()
+			open = fl.info == nil || f.minDone < fl.rng.End
+			fl.mu.Unlock()
 		}
 	}
-	if !advanced || !f.shedOK || f.terminalLocked() {
+	return open
+}
+
+// checkRoundLocked advances minDone over every round now complete,
+// records the first-layer time and, when a round completed, sheds chunks
+// from the end of the prompt if the rest cannot arrive by the deadline at
+// the rate seen so far. It returns the flights no longer wanted.
+func (f *Fetch) checkRoundLocked() []*flight {
+	if !f.advanceLocked() || !f.shedOK || f.pending == 0 {
 		return nil
 	}
 	// Bytes in and bytes still wanted.
@@ -677,7 +870,7 @@ func (f *Fetch) checkRoundLocked() []*flight {
 			for l := fl.rng.Start; l < fl.rng.End; l++ {
 				b := int64(fl.info.LayerInfo(l).Bytes())
 				total += b
-				if fl.layers[l].data != nil {
+				if fl.layers[l].in {
 					in += b
 				}
 			}
@@ -706,14 +899,39 @@ func (f *Fetch) checkRoundLocked() []*flight {
 		if f.state[i] != chunkPending {
 			continue
 		}
-		f.state[i] = chunkShed
-		f.errs[i] = fmt.Errorf("prefetch %v: %d bytes left, %v to go at %.0f MB/s: given up for the prefix: %w",
-			f.keys[i], chunkLeft[i], remaining.Round(time.Microsecond), rate/1e6, ErrDeadline)
+		f.leaveLocked(i, chunkShed, fmt.Errorf("prefetch %v: %d bytes left, %v to go at %.0f MB/s: given up for the prefix: %w",
+			f.keys[i], chunkLeft[i], remaining.Round(time.Microsecond), rate/1e6, ErrDeadline))
 		f.p.st.shed.Add(1)
 		left -= chunkLeft[i]
 		shed = append(shed, f.flights[i])
 	}
+	if len(shed) > 0 {
+		f.advanceLocked() // the last laggards may have been shed
+	}
 	return shed
+}
+
+// advanceLocked moves minDone past every round now complete and records
+// the first-layer time; it reports whether minDone moved.
+func (f *Fetch) advanceLocked() bool {
+	advanced := false
+	for f.laggards == 0 && !f.settled {
+		if f.minDone == 0 && f.first == 0 {
+			f.first = time.Since(f.start)
+		}
+		f.minDone++
+		advanced = true
+		if f.pending == 0 {
+			f.settled = true
+			break
+		}
+		if !f.recountLocked() {
+			// Every pending chunk has all its layers; its progress
+			// call will mark it arrived.
+			break
+		}
+	}
+	return advanced
 }
 
 // expire gives up every chunk still pending when the request's context
@@ -723,18 +941,17 @@ func (f *Fetch) expire(cause error) {
 	var unwant []*flight
 	for i, s := range f.state {
 		if s == chunkPending {
-			f.state[i] = chunkShed
-			f.errs[i] = fmt.Errorf("prefetch %v: %w: %w", f.keys[i], ErrDeadline, cause)
+			f.leaveLocked(i, chunkShed, fmt.Errorf("prefetch %v: %w: %w", f.keys[i], ErrDeadline, cause))
 			f.p.st.shed.Add(1)
 			unwant = append(unwant, f.flights[i])
 		}
 	}
-	f.notifyLocked()
+	f.notifyLocked(true)
 	f.mu.Unlock()
 	for _, fl := range unwant {
 		f.p.unwant(fl)
 	}
-	f.p.unpark()
+	f.p.advance(f)
 }
 
 // Reader returns chunk i's reader once its header is in, or nil while it
@@ -771,25 +988,37 @@ func (r *flightReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	if !fl.rng.Contains(l) {
 		return nil, fmt.Errorf("prefetch %v: layer %d not in [%d, %d): %w", fl.key, l, fl.rng.Start, fl.rng.End, kvcache.ErrLayerRange)
 	}
-	select {
-	case <-fl.layers[l].done:
+	for {
 		fl.mu.Lock()
-		defer fl.mu.Unlock()
-		return fl.layers[l].data, nil
-	case <-fl.failed:
-		return nil, fl.err
-	case <-fl.ctx.Done():
-		// Abandoned by every request; it may have arrived just before.
-		select {
-		case <-fl.layers[l].done:
-			fl.mu.Lock()
-			defer fl.mu.Unlock()
-			return fl.layers[l].data, nil
-		default:
+		if fl.layers[l].in {
+			data := fl.layers[l].data
+			fl.mu.Unlock()
+			return data, nil
 		}
-		return nil, fmt.Errorf("prefetch %v: layer %d: %w", fl.key, l, ErrDeadline)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		if fl.err != nil {
+			err := fl.err
+			fl.mu.Unlock()
+			return nil, err
+		}
+		if fl.changed == nil {
+			fl.changed = make(chan struct{})
+		}
+		ch := fl.changed
+		fl.mu.Unlock()
+		select {
+		case <-ch:
+		case <-fl.ctx.Done():
+			// Abandoned by every request; it may have arrived just before.
+			fl.mu.Lock()
+			in, data := fl.layers[l].in, fl.layers[l].data
+			fl.mu.Unlock()
+			if in {
+				return data, nil
+			}
+			return nil, fmt.Errorf("prefetch %v: layer %d: %w", fl.key, l, ErrDeadline)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
@@ -879,15 +1108,14 @@ func (f *Fetch) Close() error {
 	var unwant []*flight
 	for i, s := range f.state {
 		if s == chunkPending {
-			f.state[i] = chunkShed
-			f.errs[i] = fmt.Errorf("prefetch %v: %w", f.keys[i], ErrClosed)
+			f.leaveLocked(i, chunkShed, fmt.Errorf("prefetch %v: %w", f.keys[i], ErrClosed))
 			unwant = append(unwant, f.flights[i])
 		}
 	}
 	f.free.Store(true)
-	f.notifyLocked()
+	f.notifyLocked(true)
 	f.mu.Unlock()
-	f.p.unpark()
+	f.p.advance(f)
 	if f.stop != nil {
 		f.stop()
 	}
@@ -921,7 +1149,7 @@ func (p *Prefetcher) Close() error {
 	for _, fl := range p.flights {
 		fl.cancel()
 	}
-	p.tasks, p.parked = nil, nil
+	p.tasks = nil
 	p.cond.Broadcast()
 	p.mu.Unlock()
 	p.wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 type observed struct {
 	Store
 	gate      chan struct{} // Get waits for it when set
+	waiting   int           // Gets that reached the gate
 	perLayer  time.Duration // each Layer sleeps this long
 	mu        sync.Mutex
 	gets      int
@@ -26,13 +28,29 @@ type observed struct {
 }
 
 func (o *observed) Get(ctx context.Context, key matcher.ChunkKey, layers kvcache.LayerRange) (kvcache.ChunkReader, error) {
-	if o.gate != nil {
-		select {
-		case <-o.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := o.wait(ctx); err != nil {
+		return nil, err
 	}
+	return o.get(ctx, key, layers)
+}
+
+// wait passes the gate, if there is one.
+func (o *observed) wait(ctx context.Context) error {
+	if o.gate == nil {
+		return nil
+	}
+	o.mu.Lock()
+	o.waiting++
+	o.mu.Unlock()
+	select {
+	case <-o.gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *observed) get(ctx context.Context, key matcher.ChunkKey, layers kvcache.LayerRange) (kvcache.ChunkReader, error) {
 	o.mu.Lock()
 	o.gets++
 	o.events = append(o.events, "open "+o.chunkName[key])
@@ -42,6 +60,54 @@ func (o *observed) Get(ctx context.Context, key matcher.ChunkKey, layers kvcache
 		return nil, err
 	}
 	return &observedReader{ChunkReader: r, o: o, name: o.chunkName[key]}, nil
+}
+
+// batchObserved is observed as a BatchGetter: GetMany passes the gate
+// once for the whole batch and records it, then opens each chunk as
+// observed does.
+type batchObserved struct {
+	*observed
+	batches []string
+	ended   int // GetMany calls that returned
+}
+
+var _ BatchGetter = (*batchObserved)(nil)
+
+func (b *batchObserved) GetMany(ctx context.Context, keys []matcher.ChunkKey, layers kvcache.LayerRange, ready func(int, kvcache.ChunkReader, error)) {
+	b.mu.Lock()
+	var names []string
+	for _, k := range keys {
+		names = append(names, b.chunkName[k])
+	}
+	b.batches = append(b.batches, strings.Join(names, " "))
+	b.mu.Unlock()
+	err := b.wait(ctx)
+	for i, k := range keys {
+		if err != nil {
+			ready(i, nil, err)
+			continue
+		}
+		r, err := b.get(ctx, k, layers)
+		ready(i, r, err)
+	}
+	b.mu.Lock()
+	b.ended++
+	b.mu.Unlock()
+}
+
+// sources are the two ways the prefetcher opens chunks: one Get per chunk
+// from its workers, or batches through a BatchGetter.
+func sources(o *observed) []struct {
+	name string
+	src  Store
+	b    *batchObserved
+} {
+	b := &batchObserved{observed: o}
+	return []struct {
+		name string
+		src  Store
+		b    *batchObserved
+	}{{"get", o, nil}, {"batch", b, b}}
 }
 
 type observedReader struct {
@@ -114,79 +180,256 @@ func checkFetched(t *testing.T, f *Fetch, res Result, cs []*kvcache.Chunk) {
 	}
 }
 
-// Layer 0 of every chunk is read before layer 1 of any, and so on.
+// Layer 0 of every chunk is read before layer 1 of any, and so on; with a
+// BatchGetter, the request's chunks are opened in one batch.
 func TestPrefetchLayerMajorOrder(t *testing.T) {
 	spec := smallSpec(t)
 	_, cs, o := memWith(t, spec, 3, 64)
-	p := newPrefetcher(t, o, PrefetchOptions{Workers: 1})
-	f, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.WaitLayer(t.Context(), 0); err != nil {
-		t.Fatal(err)
-	}
-	res := f.Wait(t.Context())
-	if !res.Complete || res.FirstLayer <= 0 || res.Elapsed < res.FirstLayer {
-		t.Fatalf("result %+v", res)
-	}
-	checkFetched(t, f, res, cs)
-	want := []string{"open a", "open b", "open c",
-		"L0 a", "L0 b", "L0 c", "L1 a", "L1 b", "L1 c", "L2 a", "L2 b", "L2 c", "L3 a", "L3 b", "L3 c"}
-	if fmt.Sprint(o.events) != fmt.Sprint(want) {
-		t.Fatalf("read order\n got %v\nwant %v", o.events, want)
+	for _, src := range sources(o) {
+		t.Run(src.name, func(t *testing.T) {
+			o.events = nil
+			p := newPrefetcher(t, src.src, PrefetchOptions{Workers: 1})
+			f, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.WaitLayer(t.Context(), 0); err != nil {
+				t.Fatal(err)
+			}
+			res := f.Wait(t.Context())
+			if !res.Complete || res.FirstLayer <= 0 || res.Elapsed < res.FirstLayer {
+				t.Fatalf("result %+v", res)
+			}
+			checkFetched(t, f, res, cs)
+			want := []string{"open a", "open b", "open c",
+				"L0 a", "L0 b", "L0 c", "L1 a", "L1 b", "L1 c", "L2 a", "L2 b", "L2 c", "L3 a", "L3 b", "L3 c"}
+			if fmt.Sprint(o.events) != fmt.Sprint(want) {
+				t.Fatalf("read order\n got %v\nwant %v", o.events, want)
+			}
+			if src.b != nil && fmt.Sprint(src.b.batches) != "[a b c]" {
+				t.Fatalf("batches %q, want one of a, b and c", src.b.batches)
+			}
+		})
 	}
 }
 
 // Two requests for the same chunks at once: each chunk is fetched once.
-// Cancelling one request does not fail the other.
+// Cancelling one request does not fail the other, also when the chunks
+// are opened in one batch that both requests share.
 func TestPrefetchDedupAndCancel(t *testing.T) {
 	spec := smallSpec(t)
 	_, cs, o := memWith(t, spec, 4, 64)
+	for _, src := range sources(o) {
+		t.Run(src.name, func(t *testing.T) {
+			o.gets = 0
+			o.gate = make(chan struct{})
+			p := newPrefetcher(t, src.src, PrefetchOptions{Workers: 4})
+			ctxA, cancelA := context.WithCancel(t.Context())
+			a, err := p.Fetch(ctxA, keysOf(cs), FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			cancelA()
+			resA := a.Wait(t.Context())
+			close(o.gate)
+			resB := b.Wait(t.Context())
+			if !resB.Complete {
+				t.Fatalf("request B after A was cancelled: %+v", resB)
+			}
+			checkFetched(t, b, resB, cs)
+			for i, err := range resA.Errs {
+				if resA.Arrived[i] || !errors.Is(err, ErrDeadline) || !errors.Is(err, context.Canceled) {
+					t.Fatalf("cancelled request A chunk %d: arrived %v err %v", i, resA.Arrived[i], err)
+				}
+			}
+			if o.gets != len(cs) {
+				t.Fatalf("%d store reads for %d chunks wanted twice, want one each", o.gets, len(cs))
+			}
+			if src.b != nil && len(src.b.batches) != 1 {
+				t.Fatalf("batches %q, want one", src.b.batches)
+			}
+			if st := p.Stats(); st.Joined != int64(len(cs)) || st.Requests != 2 {
+				t.Fatalf("stats %+v", st)
+			}
+			// A third request joins the completed, still held flights.
+			c, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res := c.Wait(t.Context()); !res.Complete {
+				t.Fatalf("request joining completed flights: %+v", res)
+			}
+			c.Close()
+			if o.gets != len(cs) {
+				t.Fatalf("%d store reads after a third request, want %d", o.gets, len(cs))
+			}
+		})
+	}
+}
+
+// A batch whose every request gave up stops: its context ends, the
+// worker holding it is free for the next request, and nothing leaks.
+func TestPrefetchAbandonedBatchStops(t *testing.T) {
+	spec := smallSpec(t)
+	_, cs, o := memWith(t, spec, 4, 64)
+	o.gate = make(chan struct{}) // never opened: the batch waits until cancelled
+	b := &batchObserved{observed: o}
+	p := newPrefetcher(t, b, PrefetchOptions{Workers: 1})
+	ctx, cancel := context.WithCancel(t.Context())
+	f, err := p.Fetch(ctx, keysOf(cs[:2]), FetchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the batch to start", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.batches) == 1
+	})
+	cancel()
+	if res := f.Wait(t.Context()); len(res.Recompute) != 2 {
+		t.Fatalf("cancelled request: %+v", res)
+	}
+	f.Close()
+	eventually(t, "the abandoned batch to end", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.ended == 1
+	})
+	o.mu.Lock()
+	o.gate = nil
+	o.mu.Unlock()
+	g, err := p.Fetch(t.Context(), keysOf(cs[2:]), FetchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	res := g.Wait(t.Context())
+	if !res.Complete {
+		t.Fatalf("the next request on the only worker: %+v", res)
+	}
+	checkFetched(t, g, res, cs[2:])
+}
+
+// A request's first layers (and opens) go before the later layers of a
+// request due earlier: its stitcher can start while the other finishes.
+// Within each class, earliest deadline first.
+func TestPrefetchFirstLayersBeforeLaterLayers(t *testing.T) {
+	spec := smallSpec(t)
+	_, cs, o := memWith(t, spec, 3, 64)
 	o.gate = make(chan struct{})
-	p := newPrefetcher(t, o, PrefetchOptions{Workers: 4})
-	ctxA, cancelA := context.WithCancel(t.Context())
-	a, err := p.Fetch(ctxA, keysOf(cs), FetchOptions{})
+	p := newPrefetcher(t, o, PrefetchOptions{Workers: 1})
+	a, err := p.Fetch(t.Context(), keysOf(cs[:2]), FetchOptions{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
+	b, err := p.Fetch(t.Context(), keysOf(cs[2:]), FetchOptions{Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	cancelA()
-	resA := a.Wait(t.Context())
 	close(o.gate)
-	resB := b.Wait(t.Context())
-	if !resB.Complete {
-		t.Fatalf("request B after A was cancelled: %+v", resB)
+	if ra, rb := a.Wait(t.Context()), b.Wait(t.Context()); !ra.Complete || !rb.Complete {
+		t.Fatalf("results %+v %+v", ra, rb)
 	}
-	checkFetched(t, b, resB, cs)
-	for i, err := range resA.Errs {
-		if resA.Arrived[i] || !errors.Is(err, ErrDeadline) || !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled request A chunk %d: arrived %v err %v", i, resA.Arrived[i], err)
-		}
+	want := "[open a open b L0 a L0 b open c L0 c L1 a L1 b L2 a L2 b L3 a L3 b L1 c L2 c L3 c]"
+	if got := fmt.Sprint(o.events); got != want {
+		t.Fatalf("order\n got %s\nwant %s", got, want)
 	}
-	if o.gets != len(cs) {
-		t.Fatalf("%d store reads for %d chunks wanted twice, want one each", o.gets, len(cs))
-	}
-	if st := p.Stats(); st.Joined != int64(len(cs)) || st.Requests != 2 {
-		t.Fatalf("stats %+v", st)
-	}
-	// A third request joins the completed, still held flights.
-	c, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{})
+}
+
+// A request due earlier that joins a chunk another request is fetching
+// makes that chunk's work due by its own deadline.
+func TestPrefetchJoinEarlierDeadline(t *testing.T) {
+	spec := smallSpec(t)
+	_, cs, o := memWith(t, spec, 2, 64)
+	o.gate = make(chan struct{})
+	p := newPrefetcher(t, o, PrefetchOptions{Workers: 1})
+	a, err := p.Fetch(t.Context(), keysOf(cs), FetchOptions{Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := c.Wait(t.Context()); !res.Complete {
-		t.Fatalf("request joining completed flights: %+v", res)
+	defer a.Close()
+	eventually(t, "the open of chunk a to start", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.waiting == 1
+	})
+	b, err := p.Fetch(t.Context(), keysOf(cs[1:]), FetchOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.Close()
-	if o.gets != len(cs) {
-		t.Fatalf("%d store reads after a third request, want %d", o.gets, len(cs))
+	defer b.Close()
+	close(o.gate)
+	if ra, rb := a.Wait(t.Context()), b.Wait(t.Context()); !ra.Complete || !rb.Complete {
+		t.Fatalf("results %+v %+v", ra, rb)
+	}
+	// Chunk b is due by B's deadline: its layers go first in each class.
+	want := "[open a open b L0 b L0 a L1 b L1 a L2 b L2 a L3 b L3 a]"
+	if got := fmt.Sprint(o.events); got != want {
+		t.Fatalf("order\n got %s\nwant %s", got, want)
+	}
+}
+
+// Rounds over many chunks, duplicates and a miss among them: when
+// WaitLayer(l) returns, layer l of every chunk still in the running is
+// there without waiting, and a chunk that failed holds no round back.
+func TestPrefetchRoundsManyChunks(t *testing.T) {
+	spec := smallSpec(t)
+	_, cs, o := memWith(t, spec, 20, 16)
+	want := append(cs[:len(cs):len(cs)], cs[3], nil, cs[7]) // nil: not stored
+	var keys []matcher.ChunkKey
+	for _, c := range want {
+		k := matcher.ChunkKey{0xee}
+		if c != nil {
+			k = c.Key
+		}
+		keys = append(keys, k)
+	}
+	for _, src := range sources(o) {
+		t.Run(src.name, func(t *testing.T) {
+			p := newPrefetcher(t, src.src, PrefetchOptions{Workers: 4})
+			f, err := p.Fetch(t.Context(), keys, FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			done, cancel := context.WithCancel(t.Context())
+			cancel() // Layer must answer without waiting
+			for l := range spec.Layers {
+				if err := f.WaitLayer(t.Context(), l); err != nil {
+					t.Fatal(err)
+				}
+				for i, c := range want {
+					r := f.Reader(i)
+					if c == nil {
+						continue
+					}
+					if r == nil {
+						t.Fatalf("layer %d: chunk %d has no reader", l, i)
+					}
+					if _, err := r.Layer(done, l); err != nil {
+						t.Fatalf("after WaitLayer(%d), chunk %d: %v", l, i, err)
+					}
+				}
+			}
+			res := f.Wait(t.Context())
+			if fmt.Sprint(res.Recompute) != "[21]" || res.FirstLayer <= 0 || res.Elapsed < res.FirstLayer {
+				t.Fatalf("result %+v", res)
+			}
+			for i, c := range want {
+				if c != nil {
+					checkReader(t, f.Reader(i), c)
+				}
+			}
+		})
 	}
 }
 

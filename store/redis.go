@@ -80,13 +80,24 @@ type Redis struct {
 	known struct {
 		sync.Mutex
 		lru evict.Policy[matcher.ChunkKey]
+		// first is the length of the first layer group of known chunks
+		// whose metadata the tier wrote or read, so that opening them
+		// can read that group into a pooled buffer (GetMany).
+		first   map[matcher.ChunkKey]int64
+		evicted []matcher.ChunkKey
 	}
 	up     atomic.Bool
 	closed atomic.Bool
 	st     tierCounters
+	// pool holds the buffers layer groups are read into (GetToBuffer:
+	// straight from the socket, no allocation per read).
+	pool bufPool
 }
 
-var _ BlobStore = (*Redis)(nil)
+var (
+	_ BlobStore   = (*Redis)(nil)
+	_ BatchGetter = (*Redis)(nil)
+)
 
 // OpenRedis connects the Redis tier. A server that does not answer is not
 // an error: the tier starts down (Stats().Up false, logged), its calls fail
@@ -130,6 +141,7 @@ func OpenRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		known = DefaultKnownKeys
 	}
 	r.known.lru = evict.NewLRU[matcher.ChunkKey](int64(known))
+	r.known.first = make(map[matcher.ChunkKey]int64)
 	if opts.URL != "" {
 		o, err := redis.ParseURL(opts.URL)
 		if err != nil {
@@ -228,11 +240,39 @@ func (r *Redis) noteKnown(k matcher.ChunkKey, present bool) {
 	defer r.known.Unlock()
 	if present {
 		if !r.known.lru.Touch(k) {
-			r.known.lru.Insert(k, 1, nil)
+			_, r.known.evicted = r.known.lru.Insert(k, 1, r.known.evicted[:0])
+			for _, e := range r.known.evicted {
+				delete(r.known.first, e)
+			}
 		}
 	} else {
 		r.known.lru.Remove(k)
+		delete(r.known.first, k)
 	}
+}
+
+// noteFirst records the length of known chunk k's first layer group.
+func (r *Redis) noteFirst(k matcher.ChunkKey, n int64) {
+	r.known.Lock()
+	defer r.known.Unlock()
+	if r.known.lru.Contains(k) {
+		r.known.first[k] = n
+	}
+}
+
+// forgetFirst drops the recorded length of chunk k's first layer group.
+func (r *Redis) forgetFirst(k matcher.ChunkKey) {
+	r.known.Lock()
+	defer r.known.Unlock()
+	delete(r.known.first, k)
+}
+
+// firstLen is the recorded length of chunk k's first layer group.
+func (r *Redis) firstLen(k matcher.ChunkKey) (int64, bool) {
+	r.known.Lock()
+	defer r.known.Unlock()
+	n, ok := r.known.first[k]
+	return n, ok
 }
 
 // contains reports whether k is known to be in Redis, from the local
@@ -266,27 +306,137 @@ func (r *Redis) markUp() {
 // range starts at layer 0, the first layer group; the other groups are read
 // when their layers are asked for.
 func (r *Redis) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRange) (kvcache.ChunkReader, error) {
+	var rd kvcache.ChunkReader
+	var err error
+	r.GetMany(ctx, []matcher.ChunkKey{key}, layers, func(_ int, x kvcache.ChunkReader, e error) { rd, err = x, e })
+	return rd, err
+}
+
+// GetMany implements BatchGetter: the metadata and (when the range starts
+// at layer 0) the first layer group of every key go in one pipeline, so
+// opening a prompt's Redis chunks costs one round trip (on a Cluster, one
+// per node, sent to the nodes concurrently) instead of one per chunk.
+// Every key is answered as Get would answer it on its own: a key's failure
+// (a miss, a corrupt value, a node that is down) is that key's alone.
+//
+// The first group of a chunk whose group sizes the tier knows (it wrote
+// or read the chunk's metadata before) is read straight into a pooled
+// buffer (GetToBuffer), like every later group, rather than into a fresh
+// allocation: on the first layer's critical path that saves zeroing and
+// garbage. A value longer than its buffer (the chunk was rewritten by a
+// tier with a larger MinTransfer, or is corrupt) makes go-redis abandon
+// the rest of the pipeline's replies; the batch is then sent again with
+// plain reads, which sort the two cases out (see retryPlain).
+func (r *Redis) GetMany(ctx context.Context, keys []matcher.ChunkKey, layers LayerRange, ready func(i int, r kvcache.ChunkReader, err error)) {
 	if r.closed.Load() {
-		return nil, fmt.Errorf("redis tier get %v: %w", key, ErrClosed)
+		for i, k := range keys {
+			ready(i, nil, fmt.Errorf("redis tier get %v: %w", k, ErrClosed))
+		}
+		return
 	}
+	if len(keys) > 0 && !r.getMany(ctx, keys, layers, true, ready) {
+		r.getMany(ctx, keys, layers, false, ready)
+	}
+}
+
+// getMany is one attempt of GetMany. With pooled it reads the first groups
+// of known size into pooled buffers; it returns false, having answered
+// nothing, when one of them did not fit.
+func (r *Redis) getMany(ctx context.Context, keys []matcher.ChunkKey, layers LayerRange, pooled bool, ready func(i int, r kvcache.ChunkReader, err error)) bool {
 	withFirst := layers.IsAll() || layers.Start == 0
 	pipe := r.client.Pipeline()
-	metaCmd := pipe.Get(ctx, r.metaKey(key))
-	var g0 *redis.StringCmd
-	if withFirst {
-		g0 = pipe.Get(ctx, r.groupKey(key, 0))
+	metas := make([]*redis.StringCmd, len(keys))
+	firsts := make([]firstGroup, len(keys))
+	for i, k := range keys {
+		metas[i] = pipe.Get(ctx, r.metaKey(k))
+		if !withFirst {
+			continue
+		}
+		n, ok := r.firstLen(k)
+		if !ok || !pooled {
+			firsts[i].plain = pipe.Get(ctx, r.groupKey(k, 0))
+			continue
+		}
+		buf := r.pool.get(int(n))
+		if cap(buf) >= len(buf)+2 {
+			buf = buf[:len(buf)+2] // the value and its CRLF in one read
+		}
+		firsts[i].buf = buf
+		firsts[i].zc = pipe.GetToBuffer(ctx, r.groupKey(k, 0), buf)
 	}
-	_, err := pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, r.netErr("get", key, err)
+	// Errors are classified per command below: in a batch, one key's
+	// miss or one node's failure must not fail the others.
+	_, _ = pipe.Exec(ctx)
+	for i := range firsts {
+		if g := &firsts[i]; g.zc != nil && retryPlain(g.zc.Err()) {
+			for j, g := range firsts {
+				if g.buf != nil {
+					r.pool.put(g.buf)
+					r.forgetFirst(keys[j])
+				}
+			}
+			return false
+		}
 	}
-	r.markUp()
+	for i, k := range keys {
+		var g0 *firstGroup
+		if withFirst {
+			g0 = &firsts[i]
+		}
+		rd, err := r.opened(ctx, k, layers, metas[i], g0)
+		ready(i, rd, err)
+	}
+	return true
+}
+
+// firstGroup is the read of a chunk's first layer group that came with
+// its metadata: into a fresh value (plain) or into buf (zc).
+type firstGroup struct {
+	plain *redis.StringCmd
+	zc    *redis.ZeroCopyStringCmd
+	buf   []byte
+}
+
+// retryPlain reports whether a pooled first-group read failed in a way a
+// plain read handles: the value did not fit, or the server answered with
+// an error a plain read is retried on (a Cluster's MOVED or ASK while
+// slots move; GetToBuffer is never retried, since it writes into a
+// caller's buffer).
+func retryPlain(err error) bool {
+	var rerr redis.Error
+	return errShortBuffer(err) || (errors.As(err, &rerr) && !errors.Is(err, redis.Nil))
+}
+
+// errShortBuffer reports go-redis' "buffer too small" from GetToBuffer
+// (it has no sentinel): the value is longer than the buffer, go-redis has
+// drained it.
+func errShortBuffer(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "buffer too small")
+}
+
+// opened turns the replies for one key's metadata and first group (g0,
+// nil when not asked for) into a reader.
+func (r *Redis) opened(ctx context.Context, key matcher.ChunkKey, layers LayerRange, metaCmd *redis.StringCmd, g0 *firstGroup) (kvcache.ChunkReader, error) {
+	var pooled []byte // g0's buffer, until a reader owns it
+	if g0 != nil && g0.zc != nil {
+		pooled = g0.buf
+		defer func() {
+			if pooled != nil {
+				r.pool.put(pooled)
+			}
+		}()
+	}
 	metaB, err := metaCmd.Bytes()
 	if errors.Is(err, redis.Nil) {
+		r.markUp()
 		r.st.misses.Add(1)
 		r.noteKnown(key, false)
 		return nil, fmt.Errorf("redis tier get %v: %w", key, ErrNotFound)
 	}
+	if err != nil {
+		return nil, r.netErr("get", key, err)
+	}
+	r.markUp()
 	h, minT, err := r.parseMeta(metaB, key)
 	if err != nil {
 		r.st.misses.Add(1)
@@ -313,15 +463,29 @@ func (r *Redis) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRange
 			rd.groupOf[l] = i
 		}
 	}
-	if withFirst {
-		b, err := g0.Bytes()
+	switch {
+	case g0 == nil:
+	case g0.plain != nil:
+		b, err := g0.plain.Bytes()
 		if err := rd.setGroup(ctx, 0, b, err); err != nil {
 			r.st.misses.Add(1)
 			return nil, fmt.Errorf("redis tier get %v: %w", key, err)
 		}
+	default:
+		n, err := g0.zc.Result()
+		var b []byte
+		if err == nil {
+			b = g0.buf[:min(max(n, 0), len(g0.buf))]
+		}
+		if err := rd.setGroup(ctx, 0, b, err); err != nil {
+			r.st.misses.Add(1)
+			return nil, fmt.Errorf("redis tier get %v: %w", key, err)
+		}
+		rd.gslots[0].pooled, pooled = true, nil
 	}
 	r.st.hits.Add(1)
 	r.noteKnown(key, true)
+	r.noteFirst(key, groups[0].len)
 	return rd, nil
 }
 
@@ -434,6 +598,7 @@ func (r *Redis) write(ctx context.Context, items []verified) error {
 		r.st.puts.Add(1)
 		r.st.bytesWrite.Add(it.hdr.Size)
 		r.noteKnown(it.hdr.Key, true)
+		r.noteFirst(it.hdr.Key, groupLayers(it.hdr, r.minT)[0].len)
 	}
 	return nil
 }
@@ -517,7 +682,9 @@ func (r *Redis) Close() error {
 	return r.client.Close()
 }
 
-// redisReader reads a chunk's layer groups on demand.
+// redisReader reads a chunk's layer groups on demand. Groups after the
+// first are read into pooled buffers, which go back to the pool on Close:
+// like the disk tier's, its layers are valid until the reader is closed.
 type redisReader struct {
 	r       *Redis
 	hdr     *kvcache.Header
@@ -527,15 +694,18 @@ type redisReader struct {
 	groups  []layerGroup
 	groupOf []int
 	gslots  []redisGroup
-	closed  atomic.Bool
+
+	closeMu sync.RWMutex // Layer holds it shared, Close exclusively
+	closed  bool
 
 	dmu     sync.Mutex
 	decoded [][]byte
 }
 
 type redisGroup struct {
-	mu   sync.Mutex
-	data []byte
+	mu     sync.Mutex
+	data   []byte
+	pooled bool // data came from Redis.pool
 }
 
 func (rd *redisReader) Info() *kvcache.ChunkInfo      { return &rd.hdr.ChunkInfo }
@@ -558,12 +728,45 @@ func (rd *redisReader) setGroup(ctx context.Context, g int, b []byte, err error)
 		return rd.r.netErr("get group", key, err)
 	}
 	if want := rd.groups[g].len; int64(len(b)) != want {
-		rd.r.st.corrupt.Add(1)
-		rd.r.noteKnown(key, false)
-		rd.r.dropChunk(ctx, key, rd.groups)
-		return fmt.Errorf("layer group %d holds %d bytes, header says %d: %w: %w", g, len(b), want, ErrNotFound, ErrCorrupt)
+		return rd.corrupt(ctx, fmt.Errorf("layer group %d holds %d bytes, header says %d: %w: %w", g, len(b), want, ErrNotFound, ErrCorrupt))
 	}
 	rd.gslots[g].data = b
+	return nil
+}
+
+// corrupt counts and forgets a chunk whose stored values failed
+// verification, deletes what is left of it, and returns err.
+func (rd *redisReader) corrupt(ctx context.Context, err error) error {
+	rd.r.st.corrupt.Add(1)
+	rd.r.noteKnown(rd.hdr.Key, false)
+	rd.r.dropChunk(ctx, rd.hdr.Key, rd.groups)
+	return err
+}
+
+// readGroup reads group g into a pooled buffer (s.mu held).
+func (rd *redisReader) readGroup(ctx context.Context, g int) error {
+	want := rd.groups[g].len
+	buf := rd.r.pool.get(int(want))
+	if cap(buf) >= len(buf)+2 {
+		// Two spare bytes let go-redis take the value and its CRLF in
+		// one read, straight from the socket into buf.
+		buf = buf[:len(buf)+2]
+	}
+	n, err := rd.r.client.GetToBuffer(ctx, rd.r.groupKey(rd.hdr.Key, g), buf).Result()
+	if errShortBuffer(err) {
+		// Longer than the header says (go-redis drained the value).
+		rd.r.pool.put(buf)
+		return rd.corrupt(ctx, fmt.Errorf("layer group %d holds more than the %d bytes the header says: %w: %w", g, want, ErrNotFound, ErrCorrupt))
+	}
+	if err != nil {
+		rd.r.pool.put(buf)
+		return rd.setGroup(ctx, g, nil, err)
+	}
+	if err := rd.setGroup(ctx, g, buf[:min(max(n, 0), len(buf))], nil); err != nil {
+		rd.r.pool.put(buf)
+		return err
+	}
+	rd.gslots[g].pooled = true
 	return nil
 }
 
@@ -572,15 +775,16 @@ func (rd *redisReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	if !rd.rng.Contains(l) {
 		return nil, fmt.Errorf("redis reader %v: layer %d not in [%d, %d): %w", key, l, rd.rng.Start, rd.rng.End, kvcache.ErrLayerRange)
 	}
-	if rd.closed.Load() {
+	rd.closeMu.RLock()
+	defer rd.closeMu.RUnlock()
+	if rd.closed {
 		return nil, fmt.Errorf("redis reader %v: layer %d: %w", key, l, ErrClosed)
 	}
 	gi := rd.groupOf[l]
 	s := &rd.gslots[gi]
 	s.mu.Lock()
 	if s.data == nil {
-		b, err := rd.r.client.Get(ctx, rd.r.groupKey(key, gi)).Bytes()
-		if err := rd.setGroup(ctx, gi, b, err); err != nil {
+		if err := rd.readGroup(ctx, gi); err != nil {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("redis reader %v: layer %d: %w", key, l, err)
 		}
@@ -590,19 +794,24 @@ func (rd *redisReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	s.mu.Unlock()
 
 	rd.dmu.Lock()
-	defer rd.dmu.Unlock()
-	if d := rd.decoded[l]; d != nil {
+	d := rd.decoded[l]
+	rd.dmu.Unlock()
+	if d != nil {
 		return d, nil
 	}
+	// Checked outside dmu, so that layers of one chunk verify in parallel.
 	e := rd.hdr.Table[l]
 	off := e.Offset - rd.groups[gi].off
 	payload := data[off : off+e.Length : off+e.Length]
 	d, err := rd.hdr.DecodeLayer(rd.codec, l, payload, nil)
 	if err != nil {
-		rd.r.st.corrupt.Add(1)
-		rd.r.noteKnown(key, false)
-		rd.r.dropChunk(ctx, key, rd.groups)
-		return nil, fmt.Errorf("redis reader %v: layer %d: %w: %w: %w", key, l, ErrNotFound, ErrCorrupt, err)
+		return nil, fmt.Errorf("redis reader %v: layer %d: %w", key, l,
+			rd.corrupt(ctx, fmt.Errorf("%w: %w: %w", ErrNotFound, ErrCorrupt, err)))
+	}
+	rd.dmu.Lock()
+	defer rd.dmu.Unlock()
+	if prev := rd.decoded[l]; prev != nil {
+		return prev, nil // verified meanwhile by another caller
 	}
 	rd.decoded[l] = d
 	rd.r.st.bytesRead.Add(int64(len(d)))
@@ -625,8 +834,23 @@ func (rd *redisReader) encoded(l int) []byte {
 	return data[off : off+e.Length]
 }
 
+// Close returns the reader's buffers to the pool, after any Layer call in
+// progress has ended (reads honour their context).
 func (rd *redisReader) Close() error {
-	rd.closed.Store(true)
+	rd.closeMu.Lock()
+	defer rd.closeMu.Unlock()
+	if rd.closed {
+		return nil
+	}
+	rd.closed = true
+	for i := range rd.gslots {
+		s := &rd.gslots[i]
+		if s.pooled {
+			rd.r.pool.put(s.data)
+		}
+		s.data, s.pooled = nil, false
+	}
+	clear(rd.decoded)
 	return nil
 }
 

@@ -117,6 +117,7 @@ func TestRedisPartialAndCorrupt(t *testing.T) {
 		{"group evicted", []string{"DEL", "kvloom:{" + hex + "}:1"}, false},
 		{"group corrupted", []string{"SETRANGE", "kvloom:{" + hex + "}:1", "100", "XYZ"}, true},
 		{"group truncated", []string{"SET", "kvloom:{" + hex + "}:1", "short"}, true},
+		{"group lengthened", []string{"APPEND", "kvloom:{" + hex + "}:1", "XYZ"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := r.Put(t.Context(), c); err != nil {
@@ -145,6 +146,17 @@ func TestRedisPartialAndCorrupt(t *testing.T) {
 			mustMiss(t, r, c.Key) // what was left was dropped
 		})
 	}
+	// A first group longer than the metadata says: the tier wrote the
+	// chunk, so it reads that group into a buffer of the size it knows,
+	// which the value does not fit; read again plainly, it is corrupt.
+	if err := r.Put(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	srv.Do(t, "APPEND", "kvloom:{"+hex+"}:0", "XYZ")
+	if err := mustMiss(t, r, c.Key); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("first group lengthened: %v, want ErrCorrupt", err)
+	}
+	mustMiss(t, r, c.Key) // what was left was dropped
 	// A chunk written for another model is a miss for this one.
 	other := testSpec(t, 10, 4, 64)
 	other.WeightsID = "other"
@@ -225,5 +237,103 @@ func TestRedisOptionErrors(t *testing.T) {
 	_, err := r.Get(t.Context(), matcher.ChunkKey{1}, kvcache.AllLayers)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("get from a down tier: %v, want ErrUnavailable", err)
+	}
+}
+
+// GetMany opens many chunks in one pipeline and answers every key on its
+// own: hits read back verified, a missing key and a chunk that lost its
+// first group are misses, and neither disturbs the others. A tier that
+// knows a chunk's group sizes (it wrote or read its metadata) reads the
+// first group into a pooled buffer; one that does not (another host's
+// chunk) reads it into a fresh value and learns the sizes.
+func TestRedisGetMany(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	spec := testSpec(t, 10, 4, 64) // 64 KiB layers: groups of 4 layers
+	writer := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL()})
+	other := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL()})
+	var cs []*kvcache.Chunk
+	for i := range 4 {
+		cs = append(cs, makeChunk(t, spec, 64, uint64(i)))
+	}
+	if err := writer.PutBlobs(t.Context(), encodeAll(t, cs...)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Do(t, "DEL", "kvloom:{"+cs[2].Key.String()+"}:0") // evicted in part
+	keys := []matcher.ChunkKey{cs[0].Key, {9, 9}, cs[1].Key, cs[2].Key, cs[3].Key}
+	want := []*kvcache.Chunk{cs[0], nil, cs[1], nil, cs[3]}
+	for _, tc := range []struct {
+		name   string
+		r      *Redis
+		pooled bool
+	}{{"writer", writer, true}, {"other host", other, false}, {"other host again", other, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make([]kvcache.ChunkReader, len(keys))
+			errs := make([]error, len(keys))
+			calls := 0
+			tc.r.GetMany(t.Context(), keys, kvcache.AllLayers, func(i int, rd kvcache.ChunkReader, err error) {
+				calls++
+				got[i], errs[i] = rd, err
+			})
+			if calls != len(keys) {
+				t.Fatalf("ready called %d times for %d keys", calls, len(keys))
+			}
+			for i, c := range want {
+				if c == nil {
+					if got[i] != nil || !errors.Is(errs[i], ErrNotFound) {
+						t.Fatalf("key %d: reader %v, err %v; want a miss", i, got[i], errs[i])
+					}
+					continue
+				}
+				if errs[i] != nil {
+					t.Fatalf("key %d: %v", i, errs[i])
+				}
+				if p := got[i].(*redisReader).gslots[0].pooled; p != tc.pooled {
+					t.Fatalf("key %d: first group pooled = %v, want %v", i, p, tc.pooled)
+				}
+				checkReader(t, got[i], c)
+				got[i].Close()
+			}
+			if st := tc.r.Stats(); !st.Up || st.Errors != 0 {
+				t.Fatalf("stats after the batch: %+v", st)
+			}
+		})
+	}
+}
+
+// A first-group size the tier remembers can be stale: the chunk was
+// rewritten by a tier with a larger MinTransfer, so its first group no
+// longer fits the pooled buffer. go-redis stops reading the pipeline at
+// that reply; every chunk of the batch still opens, reads its first group
+// again at the size its metadata gives, and reads back right, and the
+// tier is not marked down for it.
+func TestRedisGetManyStaleFirstGroupSize(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	spec := testSpec(t, 10, 4, 64)
+	small := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL(), MinTransfer: 128 << 10})
+	large := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL()})
+	var cs []*kvcache.Chunk
+	for i := range 3 {
+		cs = append(cs, makeChunk(t, spec, 64, uint64(i)))
+	}
+	if err := small.PutBlobs(t.Context(), encodeAll(t, cs...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := large.Put(t.Context(), cs[0]); err != nil { // 256 KiB first group now
+		t.Fatal(err)
+	}
+	n := 0
+	small.GetMany(t.Context(), keysOf(cs), kvcache.AllLayers, func(i int, rd kvcache.ChunkReader, err error) {
+		n++
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		checkReader(t, rd, cs[i])
+		rd.Close()
+	})
+	if st := small.Stats(); n != len(cs) || !st.Up || st.Errors != 0 || st.Corrupt != 0 {
+		t.Fatalf("%d answers; stats %+v", n, st)
+	}
+	if got, _ := small.firstLen(cs[0].Key); got != 256<<10 {
+		t.Fatalf("first group size learnt: %d, want %d", got, 256<<10)
 	}
 }

@@ -47,6 +47,34 @@ type BlobStore interface {
 	PutBlobs(ctx context.Context, blobs [][]byte) error
 }
 
+// BatchGetter is a Store that opens many chunks at once more cheaply than
+// one by one: the Redis tier reads the metadata and first layer group of
+// all of them in one pipelined round trip (one per node of a Cluster), and
+// the tiered store answers what its local tiers hold at once and asks each
+// lower tier for the rest in one batch. The Prefetcher opens a request's
+// chunks through it when its source has it.
+type BatchGetter interface {
+	// GetMany opens every key as Get(ctx, key, layers) would and calls
+	// ready(i, reader, err) exactly once for each keys[i], as soon as that
+	// chunk's answer is known (local hits while a remote tier's round trip
+	// is in flight, so their consumers can start); it returns after the
+	// last call. Calls to ready never overlap, but they may come from a
+	// goroutine GetMany started. ready owns the readers it is handed.
+	GetMany(ctx context.Context, keys []matcher.ChunkKey, layers LayerRange, ready func(i int, r kvcache.ChunkReader, err error))
+}
+
+// getMany is BatchGetter.GetMany where s has it, else Get key by key.
+func getMany(ctx context.Context, s Store, keys []matcher.ChunkKey, layers LayerRange, ready func(int, kvcache.ChunkReader, error)) {
+	if b, ok := s.(BatchGetter); ok {
+		b.GetMany(ctx, keys, layers, ready)
+		return
+	}
+	for i, k := range keys {
+		r, err := s.Get(ctx, k, layers)
+		ready(i, r, err)
+	}
+}
+
 // LayerRange selects layers [Start, End); the zero value means all.
 type LayerRange = kvcache.LayerRange
 

@@ -30,6 +30,14 @@ type locator interface {
 	contains(k matcher.ChunkKey) bool
 }
 
+// missRecorder is a local tier that learns from misses (a replacement
+// policy's ghost entries, an admission filter's counts): missed records
+// the miss a Get of k would have recorded, without looking for it.
+type missRecorder interface {
+	locator
+	missed(k matcher.ChunkKey)
+}
+
 func (m *Memory) putVerified(ctx context.Context, items []verified) error {
 	var errs []error
 	for _, it := range items {
@@ -47,6 +55,8 @@ var (
 	_ locator        = (*Memory)(nil)
 	_ locator        = (*Disk)(nil)
 	_ locator        = (*Redis)(nil)
+	_ missRecorder   = (*Memory)(nil)
+	_ missRecorder   = (*Disk)(nil)
 	_ blobSource     = (*memReader)(nil)
 	_ blobSource     = (*diskReader)(nil)
 	_ blobSource     = (*redisReader)(nil)
@@ -80,6 +90,7 @@ type TieredOptions struct {
 type Tiered struct {
 	cfg    blobConfig
 	tiers  []BlobStore
+	nLocal int // tiers [0, nLocal) answer from local state (missRecorder)
 	names  []string
 	log    *slog.Logger
 	promoB int64
@@ -106,7 +117,10 @@ type promotion struct {
 	size int64
 }
 
-var _ BlobStore = (*Tiered)(nil)
+var (
+	_ BlobStore   = (*Tiered)(nil)
+	_ BatchGetter = (*Tiered)(nil)
+)
 
 // NewTiered stacks tiers (at least one, at most MaxTiers), fastest first,
 // and starts the promotion worker; Close stops it and closes the tiers.
@@ -132,6 +146,12 @@ func NewTiered(opts TieredOptions, tiers ...BlobStore) (*Tiered, error) {
 	for _, s := range tiers {
 		t.names = append(t.names, s.Stats().Tier)
 	}
+	for _, s := range tiers {
+		if _, ok := s.(missRecorder); !ok {
+			break
+		}
+		t.nLocal++
+	}
 	t.wg.Add(1)
 	go t.promoteLoop()
 	return t, nil
@@ -142,36 +162,132 @@ func (t *Tiered) Tiers() []string { return append([]string(nil), t.names...) }
 
 // Get implements Store.
 func (t *Tiered) Get(ctx context.Context, key matcher.ChunkKey, layers LayerRange) (kvcache.ChunkReader, error) {
-	var errs []error
-	for i, s := range t.tiers {
-		r, err := s.Get(ctx, key, layers)
-		if err == nil {
-			t.hits[i].Add(1)
-			if i == 0 || t.noProm || !layers.IsAll() {
-				return r, nil
+	var rd kvcache.ChunkReader
+	var err error
+	t.GetMany(ctx, []matcher.ChunkKey{key}, layers, func(_ int, x kvcache.ChunkReader, e error) { rd, err = x, e })
+	return rd, err
+}
+
+// GetMany implements BatchGetter: the tiers are asked in order, each for
+// the keys the ones above it did not hold, in one batch (for Redis, one
+// pipelined round trip). Hits in the local tiers (memory, disk) are handed
+// to ready at once. Keys that no local tier's index holds are sent to the
+// remote tiers first — the local tiers only record their misses (the
+// policy's and the admission filter's "wanted" signals) — and the local
+// opens run in a goroutine this call owns (and waits for) while the round
+// trip is in flight, instead of delaying it. ready is called from both
+// goroutines, never at the same time.
+func (t *Tiered) GetMany(ctx context.Context, keys []matcher.ChunkKey, layers LayerRange, ready func(i int, r kvcache.ChunkReader, err error)) {
+	all := make([]int, len(keys))
+	for i := range all {
+		all[i] = i
+	}
+	nl := t.nLocal
+	if nl == 0 || nl == len(t.tiers) || len(keys) < 2 {
+		t.getFrom(ctx, 0, keys, all, layers, ready)
+		return
+	}
+	var local, remote []int
+	for i, k := range keys {
+		held := false
+		for _, s := range t.tiers[:nl] {
+			if s.(locator).contains(k) {
+				held = true
+				break
 			}
-			if src, ok := r.(blobSource); ok {
-				return &promotingReader{ChunkReader: r, t: t, src: src, from: i, seen: make([]bool, src.Header().Shape.Layers)}, nil
-			}
-			return r, nil
 		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("tiered get %v: %w", key, ctxErr)
-		}
-		if errors.Is(err, kvcache.ErrLayerRange) {
-			return nil, err
-		}
-		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
-			t.failures.Add(1)
-			t.log.Warn("tier_get_failed", "tier", t.names[i], "err", err)
-			errs = append(errs, err)
+		if held {
+			local = append(local, i)
+		} else {
+			remote = append(remote, i)
 		}
 	}
-	t.misses.Add(1)
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("tiered get %v: %w (tier failures: %w)", key, ErrNotFound, errors.Join(errs...))
+	if len(local) == 0 || len(remote) == 0 {
+		t.getFrom(ctx, 0, keys, all, layers, ready)
+		return
 	}
-	return nil, fmt.Errorf("tiered get %v: %w", key, ErrNotFound)
+	var mu sync.Mutex
+	serial := func(i int, r kvcache.ChunkReader, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		ready(i, r, err)
+	}
+	// The misses are recorded before any remote answer can be handed
+	// over (and promoted into these tiers, whose admission may count
+	// them): a microsecond a key.
+	for _, i := range remote {
+		for _, s := range t.tiers[:nl] {
+			s.(missRecorder).missed(keys[i])
+		}
+	}
+	var wg sync.WaitGroup
+	// Started first, the goroutine runs when this one blocks on the
+	// remote round trip: by then the request is on the wire.
+	wg.Go(func() { t.getFrom(ctx, 0, keys, local, layers, serial) })
+	t.getFrom(ctx, nl, keys, remote, layers, serial)
+	wg.Wait()
+}
+
+// getFrom asks tiers from, from+1, … in turn for keys[idx…] and answers
+// each key through ready: a hit, or after the last tier a miss naming the
+// tiers that failed.
+func (t *Tiered) getFrom(ctx context.Context, from int, keys []matcher.ChunkKey, idx []int, layers LayerRange, ready func(i int, r kvcache.ChunkReader, err error)) {
+	pending := idx
+	var failures map[int][]error // tier failures per key, for the miss's error
+	sub := make([]matcher.ChunkKey, 0, len(pending))
+	for ti := from; ti < len(t.tiers) && len(pending) > 0; ti++ {
+		sub = sub[:0]
+		for _, i := range pending {
+			sub = append(sub, keys[i])
+		}
+		var next []int
+		getMany(ctx, t.tiers[ti], sub, layers, func(j int, r kvcache.ChunkReader, err error) {
+			i := pending[j]
+			if err == nil {
+				t.hits[ti].Add(1)
+				ready(i, t.promoting(r, ti, layers), nil)
+				return
+			}
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				ready(i, nil, fmt.Errorf("tiered get %v: %w", keys[i], ctxErr))
+				return
+			}
+			if errors.Is(err, kvcache.ErrLayerRange) {
+				ready(i, nil, err)
+				return
+			}
+			if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+				t.failures.Add(1)
+				t.log.Warn("tier_get_failed", "tier", t.names[ti], "err", err)
+				if failures == nil {
+					failures = map[int][]error{}
+				}
+				failures[i] = append(failures[i], err)
+			}
+			next = append(next, i)
+		})
+		pending = next
+	}
+	for _, i := range pending {
+		t.misses.Add(1)
+		if errs := failures[i]; len(errs) > 0 {
+			ready(i, nil, fmt.Errorf("tiered get %v: %w (tier failures: %w)", keys[i], ErrNotFound, errors.Join(errs...)))
+			continue
+		}
+		ready(i, nil, fmt.Errorf("tiered get %v: %w", keys[i], ErrNotFound))
+	}
+}
+
+// promoting wraps a reader from tier i so that the chunk is copied into
+// the tiers above once every layer was read.
+func (t *Tiered) promoting(r kvcache.ChunkReader, i int, layers LayerRange) kvcache.ChunkReader {
+	if i == 0 || t.noProm || !layers.IsAll() {
+		return r
+	}
+	if src, ok := r.(blobSource); ok {
+		return &promotingReader{ChunkReader: r, t: t, src: src, from: i, seen: make([]bool, src.Header().Shape.Layers)}
+	}
+	return r
 }
 
 // promotingReader copies a chunk into the tiers above the one it came from

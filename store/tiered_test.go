@@ -199,3 +199,79 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("NewTiered with no tiers: %v", err)
 	}
 }
+
+// GetMany over a stack: chunks held by the local tiers are answered from
+// them, the rest go to Redis in one batch while the local ones open, a
+// missing key is a miss, and the local tiers still learn of the chunks
+// sent straight to Redis (their misses): a Redis chunk read whole is
+// promoted into a disk tier that admits only chunks wanted twice, the
+// miss being the first want and the promotion the second.
+func TestTieredGetMany(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	spec := testSpec(t, 4, 4, 64)
+	blob := BlobOptions{Model: spec}
+	mem, err := NewMemory(MemoryOptions{BlobOptions: blob, Capacity: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := openDisk(t, t.TempDir(), spec, 64<<20, DiskOptions{AdmitAfter: 2})
+	rds := openRedis(t, RedisOptions{BlobOptions: blob, URL: srv.URL()})
+	st, err := NewTiered(TieredOptions{BlobOptions: blob}, mem, disk, rds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var cs []*kvcache.Chunk
+	for i := range 6 {
+		c := makeChunk(t, spec, 64, uint64(i))
+		cs = append(cs, c)
+		switch i % 3 {
+		case 0:
+			err = mem.Put(t.Context(), c)
+		case 1:
+			mustMiss(t, disk, c.Key) // wanted once: the put is admitted
+			err = disk.Put(t.Context(), c)
+		case 2:
+			err = rds.Put(t.Context(), c)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := append(keysOf(cs), matcher.ChunkKey{7, 7})
+	from := []int{0, 1, 2, 0, 1, 2, -1}
+	hits := make([]int64, 3)
+	for i, tier := range []BlobStore{mem, disk, rds} {
+		hits[i] = tier.Stats().Hits
+	}
+	var got []int
+	st.GetMany(t.Context(), keys, kvcache.AllLayers, func(i int, r kvcache.ChunkReader, err error) {
+		got = append(got, i)
+		if from[i] < 0 {
+			if r != nil || !errors.Is(err, ErrNotFound) {
+				t.Fatalf("missing key: reader %v, err %v", r, err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		checkReader(t, r, cs[i])
+		r.Close() // read whole: Redis chunks are promoted
+	})
+	if len(got) != len(keys) {
+		t.Fatalf("answers for %v, want every one of %d keys", got, len(keys))
+	}
+	for i, tier := range []BlobStore{mem, disk, rds} {
+		if n := tier.Stats().Hits - hits[i]; n != 2 {
+			t.Fatalf("tier %d served %d chunks, want 2", i, n)
+		}
+	}
+	for _, c := range []*kvcache.Chunk{cs[2], cs[5]} {
+		eventually(t, "the redis chunks to be promoted to disk", func() bool {
+			has, err := disk.Has(t.Context(), []matcher.ChunkKey{c.Key})
+			return err == nil && has[0]
+		})
+		mustGet(t, disk, c)
+	}
+}
