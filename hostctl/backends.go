@@ -256,7 +256,9 @@ type dmaPath struct {
 func openDMA(cfg GPUConfig, given gpu.DMA, log *slog.Logger, m *metrics) *dmaPath {
 	if given != nil {
 		m.setBackend("dma", true)
-		return &dmaPath{dma: given}
+		p := &dmaPath{dma: given}
+		p.register(m)
+		return p
 	}
 	if cfg.DMA == "off" {
 		m.setBackend("dma", false)
@@ -269,7 +271,29 @@ func openDMA(cfg GPUConfig, given gpu.DMA, log *slog.Logger, m *metrics) *dmaPat
 		return &dmaPath{reason: err.Error()}
 	}
 	m.setBackend("dma", true)
-	return &dmaPath{dma: dma}
+	p := &dmaPath{dma: dma}
+	p.register(m)
+	return p
+}
+
+// pooled is a DMA backend with a pinned pool (both of gpu's backends).
+type pooled interface{ Pool() *gpu.HostPool }
+
+// register exports the pinned pool's occupancy: buffers a Prepare holds or
+// a copy still reads. At rest it is zero; a value that stays up means
+// buffers are not coming back.
+func (p *dmaPath) register(m *metrics) {
+	pl, ok := p.dma.(pooled)
+	if !ok || pl.Pool() == nil {
+		return
+	}
+	pool := pl.Pool()
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvloom_dma_pool_used_bytes", Help: "Pinned pool memory of the DMA backend in use (layer buffers being stitched or copied)."},
+			func() float64 { return float64(pool.InUseBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvloom_dma_pool_capacity_bytes", Help: "Pinned pool memory of the DMA backend."},
+			func() float64 { return float64(pool.Size()) }),
+	)
 }
 
 func (p *dmaPath) describe() string {

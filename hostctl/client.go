@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -88,6 +89,9 @@ func (m *Mapped) Close() error {
 // MapSegment maps a Prepare segment read-only, as an engine does, and
 // checks it against the plan's description.
 func MapSegment(seg *api.Segment) (*Mapped, error) {
+	if seg.GetPath() == "" {
+		return nil, fmt.Errorf("segment %s has no host copy (gpu_only: the KV is in the daemon's GPU buffer): %w", seg.GetHandle(), ErrBadRequest)
+	}
 	if seg.GetLayout() != SegmentLayout {
 		return nil, fmt.Errorf("segment layout %q, this client reads %q: %w", seg.GetLayout(), SegmentLayout, ErrBadRequest)
 	}
@@ -118,9 +122,15 @@ func MapSegment(seg *api.Segment) (*Mapped, error) {
 
 // PrepareResult is a whole Prepare stream, collected.
 type PrepareResult struct {
+	// Plan is the plan with the stream's ChunkDropped events applied: a
+	// dropped range has left Ranges, its positions are in Recompute (which
+	// equals Done.Recompute), ReusedTokens counts what was served, and
+	// Partial is set. An engine that loads after Done uses it as it is.
 	Plan   *api.Plan
 	Layers []*api.LayerReady
 	Done   *api.PrepareDone
+	// Dropped are the stream's ChunkDropped events, in order.
+	Dropped []*api.ChunkDropped
 }
 
 // PrepareAll runs Prepare and collects its stream.
@@ -136,6 +146,9 @@ func PrepareAll(ctx context.Context, c api.KVLoomClient, req *api.PrepareRequest
 			if res.Plan == nil || res.Done == nil {
 				return nil, fmt.Errorf("prepare stream ended without plan or done: %w", io.ErrUnexpectedEOF)
 			}
+			if err := res.applyDrops(); err != nil {
+				return nil, err
+			}
 			return res, nil
 		}
 		if err != nil {
@@ -148,8 +161,46 @@ func PrepareAll(ctx context.Context, c api.KVLoomClient, req *api.PrepareRequest
 			res.Layers = append(res.Layers, e.Layer)
 		case *api.PrepareEvent_Done:
 			res.Done = e.Done
+		case *api.PrepareEvent_Dropped:
+			res.Dropped = append(res.Dropped, e.Dropped)
 		}
 	}
+}
+
+// applyDrops takes the dropped ranges out of the plan and their positions
+// into its recompute set, and checks the result against the daemon's final
+// set.
+func (res *PrepareResult) applyDrops() error {
+	if len(res.Dropped) == 0 {
+		return nil
+	}
+	p := res.Plan
+	gone := map[[2]int32]string{}
+	rec := slices.Clone(p.Recompute)
+	for _, d := range res.Dropped {
+		for _, r := range d.Ranges {
+			gone[[2]int32{r.Start, r.Length}] = r.Chunk
+			for q := r.Start; q < r.Start+r.Length; q++ {
+				rec = append(rec, q)
+			}
+		}
+	}
+	slices.Sort(rec)
+	rec = slices.Compact(rec)
+	if !slices.Equal(rec, res.Done.GetRecompute()) {
+		return fmt.Errorf("prepare: inconsistent stream: the plan's recompute set with the dropped ranges has %d positions, the daemon's final set %d",
+			len(rec), len(res.Done.GetRecompute()))
+	}
+	kept := p.Ranges[:0:0]
+	for _, r := range p.Ranges {
+		if c, ok := gone[[2]int32{r.Start, r.Length}]; ok && c == r.Chunk {
+			p.ReusedTokens -= r.Length
+			continue
+		}
+		kept = append(kept, r)
+	}
+	p.Ranges, p.Recompute, p.Partial = kept, rec, true
+	return nil
 }
 
 // StoreKV streams a prompt's KV to the daemon: the header, then each layer

@@ -35,7 +35,7 @@ type Config struct {
 	DataDir        string            `yaml:"data_dir" doc:"directory for the disk tier, the socket and other state"`
 	Device         DeviceConfig      `yaml:"device" doc:"the in-network accelerator"`
 	ChunkTokens    int               `yaml:"chunk_tokens" doc:"prefix block size in tokens (the matcher's block and the store's unit), 16..1024"`
-	MinChunkTokens int               `yaml:"min_chunk_tokens" doc:"shortest position-independent chunk match in tokens (the matcher's MinLen)"`
+	MinChunkTokens int               `yaml:"min_chunk_tokens" doc:"shortest position-independent chunk match in tokens (the matcher's MinLen), 4..65536, at most limits.max_prompt_tokens"`
 	PrefetchDepth  int               `yaml:"prefetch_depth" doc:"chunk reads one request may have in flight"`
 	Tiers          string            `yaml:"tiers" doc:"storage tiers, fastest first: mem:SIZE,disk:PATH:SIZE,redis://HOST:PORT (empty: memory and disk under data_dir)"`
 	Recompute      string            `yaml:"recompute" doc:"default recompute policy for non-prefix reuse: none, full, epic:K or ratio:R"`
@@ -98,6 +98,7 @@ type LimitsConfig struct {
 	MaxTenants        int           `yaml:"max_tenants" doc:"distinct tenants tracked for quotas; more are refused"`
 	PrepareDeadline   time.Duration `yaml:"prepare_deadline" doc:"default load deadline of Prepare when the request gives none"`
 	MaxDeadline       time.Duration `yaml:"max_deadline" doc:"longest load deadline a request may ask for"`
+	StreamGrace       time.Duration `yaml:"stream_grace" doc:"how long after the load deadline the later layers of planned chunks may still arrive; a chunk whose layer is not in by then is dropped from the stream and recomputed"`
 	StoreBytes        Size          `yaml:"store_bytes" doc:"largest KV one Store call may carry"`
 	StoreTimeout      time.Duration `yaml:"store_timeout" doc:"longest a Store stream may take"`
 	WritebackBytes    Size          `yaml:"writeback_bytes" doc:"bytes the write-back queue holds before it rejects"`
@@ -117,6 +118,8 @@ type ControlConfig struct {
 	HalfLife            time.Duration `yaml:"half_life" doc:"how fast hotness decays"`
 	PrefillTokensPerSec float64       `yaml:"prefill_tokens_per_sec" doc:"engine prefill rate used to price recompute; 0 derives it from the model size and gpu.flops"`
 	Report              int           `yaml:"report" doc:"hot entries listed in kvloom stats"`
+	Materialize         int           `yaml:"materialize" doc:"hot spans found inside stored prompts that one round turns into position-independent chunks; 0 turns it off"`
+	SpanChains          int           `yaml:"span_chains" doc:"most recent stored prompts (prefix chains) searched for hot spans to materialise"`
 }
 
 // PeersConfig configures the peer tier.
@@ -184,6 +187,7 @@ func DefaultConfig() Config {
 			MaxTenants:        4096,
 			PrepareDeadline:   2 * time.Second,
 			MaxDeadline:       30 * time.Second,
+			StreamGrace:       2 * time.Second,
 			StoreBytes:        2 << 30,
 			StoreTimeout:      60 * time.Second,
 			WritebackBytes:    1 << 30,
@@ -200,6 +204,8 @@ func DefaultConfig() Config {
 			HotMinCount: 3,
 			HalfLife:    10 * time.Minute,
 			Report:      20,
+			Materialize: 4,
+			SpanChains:  4096,
 		},
 		Peers: PeersConfig{Timeout: 2 * time.Second, SyncInterval: time.Second, SyncBatch: 4096},
 		GPU:   GPUConfig{DMA: "auto", Flops: 400e12},
@@ -402,8 +408,14 @@ func (c *Config) Validate() error {
 	if err := matcher.CheckBlockSize(c.ChunkTokens); err != nil {
 		bad("chunk_tokens", c.ChunkTokens, fmt.Sprintf("must be %d..%d", matcher.MinBlockSize, matcher.MaxBlockSize))
 	}
-	if _, err := matcher.New(matcher.Options{MinLen: c.MinChunkTokens, BlockSize: max(c.ChunkTokens, matcher.MinBlockSize)}); err != nil || c.MinChunkTokens <= 0 {
-		bad("min_chunk_tokens", c.MinChunkTokens, fmt.Sprintf("must be %d..%d", matcher.MinAnchorK, matcher.MaxAnchorK+matcher.MaxAnchorW-1))
+	// The matcher decides what a chunk match may be (MinAnchorK..MaxMinLen);
+	// a chunk can be no longer than a prompt.
+	if c.MinChunkTokens < matcher.MinAnchorK || c.MinChunkTokens > matcher.MaxMinLen {
+		bad("min_chunk_tokens", c.MinChunkTokens, fmt.Sprintf("must be %d..%d", matcher.MinAnchorK, matcher.MaxMinLen))
+	} else if c.MinChunkTokens > c.Limits.MaxPromptTokens && c.Limits.MaxPromptTokens > 0 {
+		bad("min_chunk_tokens", c.MinChunkTokens, fmt.Sprintf("must not exceed limits.max_prompt_tokens (%d)", c.Limits.MaxPromptTokens))
+	} else if _, err := matcher.New(matcher.Options{MinLen: c.MinChunkTokens, BlockSize: max(c.ChunkTokens, matcher.MinBlockSize)}); err != nil {
+		bad("min_chunk_tokens", c.MinChunkTokens, err.Error())
 	}
 	if c.PrefetchDepth < 1 || c.PrefetchDepth > 4096 {
 		bad("prefetch_depth", c.PrefetchDepth, "must be 1..4096")
@@ -458,6 +470,7 @@ func (c *Config) Validate() error {
 		{"limits.max_tenants", int64(l.MaxTenants)},
 		{"limits.prepare_deadline", int64(l.PrepareDeadline)},
 		{"limits.max_deadline", int64(l.MaxDeadline)},
+		{"limits.stream_grace", int64(l.StreamGrace)},
 		{"limits.store_bytes", int64(l.StoreBytes)},
 		{"limits.store_timeout", int64(l.StoreTimeout)},
 		{"limits.writeback_bytes", int64(l.WritebackBytes)},
@@ -487,6 +500,9 @@ func (c *Config) Validate() error {
 	if l.PrepareDeadline > l.MaxDeadline {
 		bad("limits.prepare_deadline", l.PrepareDeadline, "must not exceed limits.max_deadline")
 	}
+	if l.StreamGrace > l.MaxDeadline {
+		bad("limits.stream_grace", l.StreamGrace, "must not exceed limits.max_deadline")
+	}
 	if l.SegmentDir == "" {
 		bad("limits.segment_dir", `""`, "must name a directory (a tmpfs such as /dev/shm)")
 	}
@@ -498,6 +514,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Control.Report < 0 || c.Control.Report > 1000 {
 		bad("control.report", c.Control.Report, "must be 0..1000")
+	}
+	if c.Control.Materialize < 0 || c.Control.Materialize > 1024 {
+		bad("control.materialize", c.Control.Materialize, "must be 0..1024")
+	}
+	if c.Control.SpanChains < 0 || c.Control.SpanChains > 1<<20 {
+		bad("control.span_chains", c.Control.SpanChains, "must be 0..1048576")
 	}
 	for i, p := range c.Peers.Static {
 		if !strings.Contains(p, ":") {

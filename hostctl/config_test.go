@@ -2,6 +2,7 @@ package hostctl
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/kvloom/kvloom/matcher"
 	"github.com/kvloom/kvloom/sim/tune"
 )
 
@@ -131,6 +133,13 @@ func TestConfigBadValues(t *testing.T) {
 		{"model shadows preset", "models:\n  - name: stories260K\n    preset: stories260K\n", "models[0].name"},
 		{"peer", "peers:\n  static: [nowhere]\n", "peers.static[0]"},
 		{"dma", "gpu:\n  dma: opencl\n", "gpu.dma"},
+		{"min chunk below a k-gram", "min_chunk_tokens: 3\n", "min_chunk_tokens"},
+		{"min chunk above the matcher's", "min_chunk_tokens: 65537\n", "min_chunk_tokens"},
+		{"min chunk above a prompt", "min_chunk_tokens: 4096\nlimits:\n  max_prompt_tokens: 2048\n", "min_chunk_tokens"},
+		{"stream grace", "limits:\n  stream_grace: 0s\n", "limits.stream_grace"},
+		{"stream grace past max", "limits:\n  stream_grace: 1m\n", "limits.stream_grace"},
+		{"materialize", "control:\n  materialize: -1\n", "control.materialize"},
+		{"span chains", "control:\n  span_chains: -1\n", "control.span_chains"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("c.yaml", []byte(tc.src))
@@ -145,6 +154,42 @@ func TestConfigBadValues(t *testing.T) {
 	}
 	if _, err := ParseConfig("c.yaml", []byte("limits:\n  segment_bytes: lots\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("bad size: %v", err)
+	}
+	if _, err := ParseConfig("c.yaml", []byte("min_chunk_tokens: 3\n")); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("must be %d..%d", matcher.MinAnchorK, matcher.MaxMinLen)) {
+		t.Errorf("min_chunk_tokens bound not the matcher's: %v", err)
+	}
+}
+
+// TestMinChunkTokensFollowsMatcher: every MinLen the matcher takes is a
+// valid min_chunk_tokens, and a daemon runs with the largest (the anchor
+// window capped at MaxAnchorW, the k-gram at DefaultAnchorK).
+func TestMinChunkTokensFollowsMatcher(t *testing.T) {
+	f, _ := reflect.TypeFor[Config]().FieldByName("MinChunkTokens")
+	if want := fmt.Sprintf("%d..%d", matcher.MinAnchorK, matcher.MaxMinLen); !strings.Contains(f.Tag.Get("doc"), want) {
+		t.Errorf("min_chunk_tokens is documented as %q, the matcher takes %s", f.Tag.Get("doc"), want)
+	}
+	for _, n := range []int{matcher.MinAnchorK, matcher.DefaultAnchorK, matcher.DefaultAnchorK + matcher.MaxAnchorW - 1, 1000, matcher.MaxMinLen} {
+		cfg := testConfig(t)
+		cfg.MinChunkTokens = n
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("min_chunk_tokens %d: %v", n, err)
+		}
+		if n != matcher.MaxMinLen {
+			continue
+		}
+		d, err := New(t.Context(), cfg, Options{})
+		if err != nil {
+			t.Fatalf("daemon with min_chunk_tokens %d: %v", n, err)
+		}
+		if got := d.index.Options().MinLen; got != n {
+			t.Errorf("index MinLen %d, want %d", got, n)
+		}
+		if ap := d.index.AnchorParams(); ap.K != matcher.DefaultAnchorK || ap.W != matcher.MaxAnchorW {
+			t.Errorf("anchor parameters %+v, want K=%d W=%d", ap, matcher.DefaultAnchorK, matcher.MaxAnchorW)
+		}
+		if _, err := d.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -42,6 +42,11 @@ type control struct {
 	rounds   int64
 	hotCount int
 	pruneAt  matcher.ChunkKey
+
+	// tried are the hot candidates materialize has tried (round goroutine
+	// only); matChunks, matTokens and matFailed count its results.
+	tried                           map[matcher.ChunkKey]bool
+	matChunks, matTokens, matFailed uint64
 }
 
 // reuseStat is a prefix range's decayed reuse.
@@ -67,6 +72,7 @@ func newControl(cfg *Config, d *Daemon) *control {
 		d: d, interval: cfg.Control.Interval, halfLife: cfg.Control.HalfLife, secPerTok: 1 / rate,
 		kickc: make(chan struct{}, 1),
 		reuse: map[matcher.ChunkKey]*reuseStat{}, onDev: map[matcher.ChunkKey]nic.Entry{},
+		tried: map[matcher.ChunkKey]bool{},
 	}
 }
 
@@ -214,7 +220,10 @@ func (c *control) round(ctx context.Context) {
 		d.log.Warn("journal_sync_failed", "error", err)
 	}
 	c.prune(ctx)
-	cands := c.rank(now)
+	hot := d.hot.Top(now, max(d.cfg.Control.HotCapacity/4, 64))
+	d.m.hotCandidates.Set(float64(len(hot)))
+	c.materialize(ctx, hot)
+	cands := c.rank(now, hot)
 	dev := d.dev.get()
 	capacity := 0
 	if dev != nil {
@@ -292,16 +301,16 @@ func (c *control) round(ctx context.Context) {
 		Rounds: c.rounds, LastRoundUnixNs: now.UnixNano(), TableCapacity: int32(capacity), TableEntries: int32(len(c.onDev)),
 		PushedAdds: c.pushed.adds, PushedRemoves: c.pushed.removes, Rejected: c.pushed.rejects, Top: top,
 		HotCandidates: int32(c.hotCount), LastError: lastErr,
+		Materialized: c.matChunks, MaterializedTokens: c.matTokens, MaterializeFailures: c.matFailed,
 	}
 }
 
-// rank scores every entry worth a place in the table, best first.
-func (c *control) rank(now time.Time) []candidate {
+// rank scores every entry worth a place in the table, best first; hot
+// are the sketch's candidates this round.
+func (c *control) rank(now time.Time, hot []matcher.Candidate) []candidate {
 	d := c.d
 	byKey := map[matcher.ChunkKey]*candidate{}
 	// Chunks: the sketch's hot segments, found in the index.
-	hot := d.hot.Top(now, max(d.cfg.Control.HotCapacity/4, 64))
-	d.m.hotCandidates.Set(float64(len(hot)))
 	for _, h := range hot {
 		ms, err := d.index.FindAll(h.Salt, h.Tokens)
 		if err != nil {

@@ -1,14 +1,17 @@
 package hostctl
 
 import (
+	"bytes"
 	"context"
-	"github.com/kvloom/kvloom/matcher"
-	"google.golang.org/grpc/codes"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/kvloom/kvloom/hostctl/api"
+	"github.com/kvloom/kvloom/kvcache"
+	"github.com/kvloom/kvloom/matcher"
 )
 
 // TestControlLoopHotChunk: a stored document that keeps appearing in
@@ -171,4 +174,99 @@ func TestPruneEvictedEntries(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	storePrompt(t, dt.c, m, "acme", other)
+}
+
+// TestHotSpanMaterialized: two prompts share a long span at different
+// offsets and nobody declared it. The hot sketch sees it twice; the control
+// loop finds it inside the first prompt's stored prefix blocks, slices its
+// KV rows out of them into a position-independent chunk whose base
+// position is the span's offset there, and stores and indexes it. The
+// second prompt, which reused nothing before, then reuses the span as a
+// chunk: V rows as the engine computed them, K rows re-rotated to the
+// span's new place.
+func TestHotSpanMaterialized(t *testing.T) {
+	m := loadModel260K(t)
+	cfg := testConfig(t)
+	cfg.Control.HotMinCount = 1.5 // two sightings
+	dt := startDaemon(t, cfg)
+	ctx := t.Context()
+	span := m.prompt("The little dog ran to the big tree and barked at the cat. The cat jumped down and ran away. The dog was happy.")[1:]
+	tail := m.prompt("Then the sun went down and everybody went home to sleep in their warm beds.")[1:]
+	a := slices.Concat(m.prompt("Tom had a red ball and a blue kite."), span, tail)
+	b := slices.Concat(m.prompt("Once upon a time there was a girl who liked to read stories about animals."), span, tail[3:])
+	storePrompt(t, dt.c, m, "acme", a) // its prefix blocks only: nothing declared
+	before, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: b, Recompute: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Plan.ReusedTokens != 0 {
+		t.Fatalf("b reuses %d tokens before the span is a chunk", before.Plan.ReusedTokens)
+	}
+	if _, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: a, Recompute: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the span materialised", func() bool { return dt.d.Stats().Control.GetMaterialized() > 0 })
+	st := dt.d.Stats().Control
+	if st.MaterializedTokens < uint64(len(span)) || st.MaterializeFailures != 0 {
+		t.Fatalf("control stats %v", st)
+	}
+	if n := counterValue(t, dt.d.m.materialized.WithLabelValues("stored")); n != float64(st.Materialized) {
+		t.Fatalf("kvloom_control_materialized_chunks_total{result=stored} = %v", n)
+	}
+	res, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: b, Recompute: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := len(b) - len(tail[3:]) - len(span)
+	var r *api.Range
+	for _, x := range res.Plan.Ranges {
+		if !x.Prefix && x.Start <= int32(off) && x.Start+x.Length >= int32(off+len(span)) {
+			r = x
+		}
+	}
+	if r == nil {
+		t.Fatalf("b's plan %v does not reuse the span at %d", res.Plan.Ranges, off)
+	}
+	// The chunk's KV is a's, from where the run sits in a.
+	run := b[r.Start : r.Start+r.Length]
+	pa := -1
+	for i := range len(a) - len(run) + 1 {
+		if slices.Equal(a[i:i+len(run)], run) {
+			pa = i
+			break
+		}
+	}
+	if pa <= 0 {
+		t.Fatalf("the reused run is not inside a (at %d)", pa)
+	}
+	orig := m.prefill(t, a)
+	mp, err := MapSegment(res.Plan.Kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Close()
+	spec, _ := kvcache.Preset("stories260K")
+	rot, err := kvcache.NewRotator(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range orig.Shape().Layers {
+		for i := range run {
+			if !bytes.Equal(mp.KV.Row(l, true, int(r.Start)+i), orig.Row(l, true, pa+i)) {
+				t.Fatalf("layer %d span token %d: V is not a's", l, i)
+			}
+			k := slices.Clone(orig.Row(l, false, pa+i))
+			if err := rot.Rotate(k, kvcache.F32, int(r.Start)-pa, 1); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(mp.KV.Row(l, false, int(r.Start)+i), k) {
+				t.Fatalf("layer %d span token %d: K is not a's key re-rotated by %d", l, i, int(r.Start)-pa)
+			}
+		}
+	}
+	// Another tenant's identical prompt finds nothing.
+	lk, err := dt.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: b})
+	if err != nil || lk.ReusableTokens != 0 {
+		t.Fatalf("globex lookup %v %v", lk, err)
+	}
 }

@@ -64,6 +64,7 @@ type Daemon struct {
 	models *models
 	index  *matcher.Index
 	hot    *matcher.Hot
+	spans  *spanIndex
 	st     *storage
 	dev    *device
 	dma    *dmaPath
@@ -99,6 +100,7 @@ type Daemon struct {
 // counters are the totals Stats reports.
 type counters struct {
 	prepares, lookups, stores, promptTokens, reusedTokens, partial, imageLoads atomic.Uint64
+	dropped, promotions, promotionRejects                                      atomic.Uint64
 }
 
 // New opens every backend the configuration names and starts the daemon's
@@ -144,6 +146,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Anchor:   d.index.AnchorParams(),
 	}); err != nil {
 		return nil, fmt.Errorf("hot sketch: %w", err)
+	}
+	if d.spans, err = newSpanIndex(d.matcherOptions(), cfg.Control.SpanChains); err != nil {
+		return nil, err
 	}
 	d.quotas = newQuotas(cfg.Limits, d.m)
 	d.owners = newOwners()

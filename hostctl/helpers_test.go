@@ -54,7 +54,13 @@ func startDaemon(t *testing.T, cfg Config) *daemonT {
 
 func startDaemonTB(t testing.TB, cfg Config) *daemonT {
 	t.Helper()
-	d, err := New(t.Context(), cfg, Options{})
+	return startDaemonOpts(t, cfg, Options{})
+}
+
+// startDaemonOpts is startDaemon with Options (a DMA engine, a clock).
+func startDaemonOpts(t testing.TB, cfg Config, opts Options) *daemonT {
+	t.Helper()
+	d, err := New(t.Context(), cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -35,6 +35,11 @@ type metrics struct {
 	writebackQueued prometheus.Gauge       // chunks accepted, not yet written
 	indexEntries    prometheus.Gauge       // index entries
 	segmentExpired  prometheus.Counter     // segments deleted by TTL
+	dropped         *prometheus.CounterVec // reason: planned chunks dropped mid-stream
+	dmaLayers       *prometheus.CounterVec // path: pinned, pageable
+	peerPromotions  *prometheus.CounterVec // result: queued, rejected
+	materialized    *prometheus.CounterVec // result: stored, failed
+	materializedTok prometheus.Counter     // tokens of materialised chunks
 }
 
 func newMetrics() *metrics {
@@ -67,6 +72,11 @@ func newMetrics() *metrics {
 	m.segmentExpired = f.counter("kvloom_segment_expired_total", "Segments deleted because their TTL passed before Release.")
 	m.writebackQueued = f.gauge("kvloom_writeback_queued_chunks", "Chunks accepted for write-back and not yet written.")
 	m.indexEntries = f.gauge("kvloom_index_entries", "Entries (prefix chains and chunks) in the daemon's index.")
+	m.dropped = f.counterVec("kvloom_reuse_dropped_chunks_total", "Planned chunks a Prepare dropped after sending its plan (a later layer failed or came too late), by reason.", "reason")
+	m.dmaLayers = f.counterVec("kvloom_dma_layers_total", "Layers copied to GPU buffers, by path (pinned: stitched straight into the DMA's pinned pool; pageable: through its staging copy).", "path")
+	m.peerPromotions = f.counterVec("kvloom_peer_promotions_total", "Chunks loaded from peers and offered to the local tiers' write-back queue, by result (queued, rejected).", "result")
+	m.materialized = f.counterVec("kvloom_control_materialized_chunks_total", "Hot spans the control loop turned into position-independent chunks, by result (stored, failed).", "result")
+	m.materializedTok = f.counter("kvloom_control_materialized_tokens_total", "Tokens of the chunks the control loop materialised from hot spans.")
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

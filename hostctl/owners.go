@@ -109,6 +109,17 @@ func (o *owners) addRemote(key matcher.ChunkKey, e *entryInfo, peer string, chun
 	return true
 }
 
+// get returns a copy of an entry's info.
+func (o *owners) get(key matcher.ChunkKey) (entryInfo, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.entries[key]
+	if !ok {
+		return entryInfo{}, false
+	}
+	return *e, true
+}
+
 // peersOf returns the peers that hold chunk key k.
 func (o *owners) peersOf(k matcher.ChunkKey) []string {
 	o.mu.Lock()

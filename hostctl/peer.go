@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -328,7 +327,8 @@ func (p *peers) fetch(ctx context.Context, addr string, key matcher.ChunkKey) (k
 		p.m.peerFetches.WithLabelValues("malformed").Inc()
 		return nil, fmt.Errorf("fetch %v from %s: bad metadata: %w", key, addr, errors.Join(store.ErrNotFound, err))
 	}
-	r := &peerReader{info: info, cancel: cancel, layers: make([][]byte, info.Shape.Layers), ready: make([]chan struct{}, info.Shape.Layers), failed: make(chan struct{})}
+	r := &peerReader{info: info, cancel: cancel, layers: make([][]byte, info.Shape.Layers), ready: make([]chan struct{}, info.Shape.Layers), failed: make(chan struct{}),
+		whole: p.d.promote}
 	for i := range r.ready {
 		r.ready[i] = make(chan struct{})
 	}
@@ -353,6 +353,8 @@ type peerReader struct {
 
 	layers [][]byte
 	ready  []chan struct{}
+	// whole receives the chunk once every layer arrived and verified.
+	whole  func(info *kvcache.ChunkInfo, layers [][]byte)
 	mu     sync.Mutex
 	err    error
 	failed chan struct{}
@@ -401,6 +403,32 @@ func (r *peerReader) receive(stream grpc.ServerStreamingClient[api.FetchChunkRes
 		m.peerBytes.WithLabelValues("fetched").Add(float64(len(buf)))
 	}
 	m.peerFetches.WithLabelValues("hit").Inc()
+	if r.whole != nil {
+		r.whole(r.info, r.layers)
+	}
+}
+
+// promote offers a chunk a peer sent whole (every layer's CRC verified) to
+// the write-back queue, which writes it into the local tiers: the next
+// Prepare that needs it is a local hit, not another trip to the peer. The
+// queue is bounded and Offer never blocks, so a Prepare never waits for
+// it; a chunk the full queue refuses stays the peer's (counted). The
+// layers are shared with the readers, which only read them.
+func (d *Daemon) promote(info *kvcache.ChunkInfo, layers [][]byte) {
+	m, ok := d.models.bySalt(matcher.Salt{Model: [8]byte(info.Model[:8])})
+	if !ok || m.fp != info.Model || m.shape.Layers != info.Shape.Layers || m.shape.KVHeads != info.Shape.KVHeads || m.shape.HeadDim != info.Shape.HeadDim {
+		return // not a model this daemon serves: keep nothing of it
+	}
+	c := &kvcache.Chunk{ChunkInfo: *info, Layers: layers}
+	if err := d.st.wb.Offer(c); err != nil {
+		d.stats.promotionRejects.Add(1)
+		d.m.peerPromotions.WithLabelValues("rejected").Inc()
+		d.log.Debug("peer_promotion_rejected", "chunk", info.Key.String(), "error", err)
+		return
+	}
+	d.stats.promotions.Add(1)
+	d.m.peerPromotions.WithLabelValues("queued").Inc()
+	d.m.writeback.Inc()
 }
 
 func (r *peerReader) Info() *kvcache.ChunkInfo { return r.info }
@@ -578,5 +606,3 @@ func (d *Daemon) serveChunk(ctx context.Context, req *api.FetchChunkRequest, sen
 	}
 	return nil
 }
-
-var _ = io.EOF

@@ -23,7 +23,9 @@ func startTCPDaemon(t *testing.T, cfg Config) (*daemonT, string) {
 }
 
 // TestPeerLoad: two daemons on loopback; one stores a prompt, the other
-// learns its index entries and loads the KV from it, exact.
+// learns its index entries and loads the KV from it, exact, and writes it
+// into its own tiers (bounded, never blocking Prepare), so that its next
+// Prepare of the prompt is a local hit.
 func TestPeerLoad(t *testing.T) {
 	m := loadModel260K(t)
 	cfgA := testConfig(t)
@@ -57,6 +59,45 @@ func TestPeerLoad(t *testing.T) {
 		if r.Source != api.Source_SOURCE_PEER {
 			t.Fatalf("range %v not loaded from the peer", r)
 		}
+	}
+	// B wrote what it fetched into its own tiers through its write-back
+	// queue: the next Prepare of the prompt is a local hit.
+	blocks := uint64(len(toks) / 16)
+	eventually(t, "the peer's chunks offered to the local tiers", func() bool { return b.d.Stats().PeerPromotions == blocks })
+	if _, err := b.d.st.wb.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p = checkExactPrefix(t, b, m, "acme", toks)
+	for _, r := range p.Ranges {
+		if r.Source != api.Source_SOURCE_MEMORY {
+			t.Fatalf("range %v not served from B's memory tier after the promotion", r)
+		}
+	}
+	if n := counterValue(t, b.d.m.peerPromotions.WithLabelValues("queued")); n != float64(blocks) {
+		t.Fatalf("kvloom_peer_promotions_total{result=queued} = %v, want %d", n, blocks)
+	}
+	// A daemon whose write-back queue is full refuses the promotions and
+	// still serves the prompt from the peer, every time.
+	cfgC := testConfig(t)
+	cfgC.Peers.Token = "s3cret"
+	cfgC.Peers.Static = []string{addrA}
+	cfgC.Limits.WritebackBytes = 1
+	c, _ := startTCPDaemon(t, cfgC)
+	eventually(t, "daemon C to learn A's entries", func() bool {
+		lk, err := c.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: toks})
+		return err == nil && lk.ReusableTokens > 0
+	})
+	for range 2 {
+		p := checkExactPrefix(t, c, m, "acme", toks)
+		for _, r := range p.Ranges {
+			if r.Source != api.Source_SOURCE_PEER {
+				t.Fatalf("daemon C: range %v not from the peer", r)
+			}
+		}
+	}
+	eventually(t, "C's refusals counted", func() bool { return c.d.Stats().PeerPromotionRejects == 2*blocks })
+	if st := c.d.Stats(); st.PeerPromotions != 0 {
+		t.Fatalf("daemon C promoted %d chunks through a full queue", st.PeerPromotions)
 	}
 	// Other tenants still see nothing, on either daemon.
 	lk, err := b.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: toks})

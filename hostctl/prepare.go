@@ -36,6 +36,15 @@ func (d *Daemon) resolve(tenant, modelName string, toks []uint32, shared bool) (
 // cover matches a prompt against the index and picks the reuse cover. A
 // prompt whose anchors hit too many candidates (periodic or adversarial
 // input) is a miss, not an error.
+//
+// Cover uses matches whole, so a chunk that overlaps the prefix match and
+// is longer than it displaces the exact prefix KV for the sake of a few
+// tokens (the control loop's chunks of spans found in stored prompts do,
+// when a prompt holds such a span a little past its stored prefix). Such a
+// chunk is also offered cut at the prefix's end (a part of a chunk is as
+// good a source as the whole), so the cover can keep the exact prefix and
+// take the rest of the chunk: at least as many tokens reused, more of them
+// exact. Where the prefix wins anyway, the cover is left as it is.
 func (d *Daemon) cover(salt matcher.Salt, toks []matcher.Token) ([]matcher.Match, error) {
 	res, err := d.index.Find(salt, toks, nil)
 	if errors.Is(err, matcher.ErrTooManyCandidates) {
@@ -44,7 +53,23 @@ func (d *Daemon) cover(salt matcher.Salt, toks []matcher.Token) ([]matcher.Match
 	if err != nil {
 		return nil, fmt.Errorf("match prompt: %w", err)
 	}
-	return matcher.Cover(res.Matches), nil
+	ms := res.Matches
+	end := 0
+	for _, m := range ms {
+		if m.Prefix {
+			end = max(end, m.End())
+		}
+	}
+	if end > 0 {
+		for _, m := range ms {
+			if !m.Prefix && m.ReqOff < end && m.End() > end && m.Len > end {
+				cut := end - m.ReqOff
+				m.ReqOff, m.ChunkOff, m.Len = end, m.ChunkOff+cut, m.Len-cut
+				ms = append(ms, m)
+			}
+		}
+	}
+	return matcher.Cover(ms), nil
 }
 
 // fetched is one plan source: its reader and where it came from.
@@ -54,44 +79,50 @@ type fetched struct {
 }
 
 // load fetches a plan's sources through the prefetcher (layer 0 of every
-// chunk first). If every chunk still in the running has its header and
-// layer 0 by the load deadline, they are all planned and the stitcher
-// consumes later layers as they arrive (the layer events then track the
-// load itself). Otherwise only the chunks that arrived whole by the
-// deadline are planned: a chunk late at the deadline is recomputed, never
-// waited for. The Fetch must be closed after the readers are done with.
-func (d *Daemon) load(ctx, loadCtx context.Context, plan *kvcache.Plan) ([]fetched, *store.Fetch, error) {
-	where := d.st.where(plan.Keys)
-	for i, w := range where {
-		if w == "" {
-			if ps := d.owners.peersOf(plan.Keys[i]); len(ps) > 0 {
-				where[i] = ps[0]
-			}
-		}
-	}
-	// The fetch outlives the load deadline (bounded by max_deadline) so a
-	// planned chunk's later layers can still arrive.
-	f, err := d.st.pf.FetchPlan(ctx, plan, store.FetchOptions{NoShed: true, Timeout: d.cfg.Limits.MaxDeadline})
+// chunk first) and returns, for each, a reader to plan with or none, and
+// the function that ends the fetch once the stitch is done with the readers.
+//
+// If every chunk still in the running has its header and layer 0 by the
+// load deadline (loadCtx), they are all planned and the stitcher consumes
+// their later layers as they arrive, so the layer events track the load
+// itself. Otherwise the chunks whose layer 0 made it are planned and the
+// rest are left to recompute: a late chunk is never waited for, and the
+// chunks that arrived are still served (partial results over late ones).
+// Their later layers must then arrive within grace; a chunk whose layer
+// does not is dropped from the stream (dropReader).
+func (d *Daemon) load(ctx, loadCtx context.Context, plan *kvcache.Plan, deadline, grace time.Duration) ([]fetched, func(), error) {
+	where := d.locate(plan.Keys)
+	f, err := d.st.pf.FetchPlan(ctx, plan, store.FetchOptions{NoShed: true, Timeout: deadline + grace})
 	if err != nil {
 		return nil, nil, fmt.Errorf("prefetch: %w", err)
 	}
 	out := make([]fetched, len(plan.Keys))
+	done := func() { f.Close() }
 	if f.WaitLayer(loadCtx, 0) == nil {
-		res := f.Wait(expired())
+		var res *store.Result
 		for i := range plan.Keys {
 			if r := f.Reader(i); r != nil {
 				out[i] = fetched{r: r, where: where[i]}
 				continue
 			}
+			if res == nil {
+				r := f.Wait(expired())
+				res = &r
+			}
 			d.m.chunkMisses.WithLabelValues(missReason(errAt(res.Errs, i))).Inc()
 		}
-		return out, f, nil
+		return out, done, nil
 	}
-	res := f.Wait(expired())
+	// The deadline passed with some first layers still out.
+	now := expired()
+	res := f.Wait(now)
+	var keep []int
 	for i := range plan.Keys {
-		if i < len(res.Arrived) && res.Arrived[i] {
-			out[i] = fetched{r: f.Reader(i), where: where[i]}
-			continue
+		if r := f.Reader(i); r != nil {
+			if _, err := r.Layer(now, 0); err == nil {
+				keep = append(keep, i)
+				continue
+			}
 		}
 		e := errAt(res.Errs, i)
 		if e == nil {
@@ -99,11 +130,51 @@ func (d *Daemon) load(ctx, loadCtx context.Context, plan *kvcache.Plan) ([]fetch
 		}
 		d.m.chunkMisses.WithLabelValues(missReason(e)).Inc()
 	}
-	return out, f, nil
+	if len(keep) == 0 {
+		f.Close()
+		return out, func() {}, nil
+	}
+	// The request that started the chunks' reads paces them layer by
+	// layer behind its slowest chunk: a late one would hold the planned
+	// ones at layer 0. So a second request takes over the planned chunks
+	// (joining their reads, keeping what arrived), and the first lets go
+	// of everything, the late chunks with it.
+	keys := make([]matcher.ChunkKey, len(keep))
+	for j, i := range keep {
+		keys[j] = plan.Keys[i]
+	}
+	f2, err := d.st.pf.Fetch(ctx, keys, store.FetchOptions{NoShed: true, Timeout: grace})
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("prefetch: %w", err)
+	}
+	for j, i := range keep {
+		if r := f2.Reader(j); r != nil {
+			out[i] = fetched{r: r, where: where[i]}
+		} else {
+			d.m.chunkMisses.WithLabelValues("error").Inc()
+		}
+	}
+	return out, func() { f2.Close() }, nil
+}
+
+// locate names where each key is: the fastest local tier, else the first
+// peer known to hold it, else "".
+func (d *Daemon) locate(keys []matcher.ChunkKey) []string {
+	where := d.st.where(keys)
+	for i, w := range where {
+		if w == "" {
+			if ps := d.owners.peersOf(keys[i]); len(ps) > 0 {
+				where[i] = ps[0]
+			}
+		}
+	}
+	return where
 }
 
 // expired returns a context that has ended: Fetch.Wait on it reports the
-// state at once.
+// state at once, and a reader's Layer on it answers only for a layer that
+// is already in.
 func expired() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -123,7 +194,7 @@ func missReason(err error) string {
 		return "deadline"
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
-	case errors.Is(err, store.ErrCorrupt):
+	case errors.Is(err, store.ErrCorrupt), errors.Is(err, kvcache.ErrChecksum), errors.Is(err, kvcache.ErrTruncated), errors.Is(err, kvcache.ErrMalformed):
 		return "corrupt"
 	case errors.Is(err, store.ErrUnavailable):
 		return "unavailable"
@@ -199,7 +270,8 @@ func (d *Daemon) Prepare(ctx context.Context, req *api.PrepareRequest, send func
 	if err != nil {
 		return err
 	}
-	loadCtx, cancel := context.WithTimeout(ctx, d.loadDeadline(req.GetDeadlineNs()))
+	deadline := d.loadDeadline(req.GetDeadlineNs())
+	loadCtx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	id := d.reqID.Add(1)
 	d.stats.prepares.Add(1)
@@ -230,11 +302,11 @@ func (d *Daemon) Prepare(ctx context.Context, req *api.PrepareRequest, send func
 	}
 	var srcs []fetched
 	if plan != nil {
-		var f *store.Fetch
-		if srcs, f, err = d.load(ctx, loadCtx, plan); err != nil {
+		var done func()
+		if srcs, done, err = d.load(ctx, loadCtx, plan, deadline, d.cfg.Limits.StreamGrace); err != nil {
 			return err
 		}
-		defer f.Close()
+		defer done()
 	}
 	devHits := <-devc
 	devDone = true
@@ -255,7 +327,7 @@ func (d *Daemon) Prepare(ctx context.Context, req *api.PrepareRequest, send func
 		d.m.prepareSeconds.Observe(time.Since(start).Seconds())
 		return send(&api.PrepareEvent{Event: &api.PrepareEvent_Done{Done: &api.PrepareDone{ElapsedNs: int64(time.Since(start))}}})
 	}
-	return d.stitch(ctx, start, m, plan, srcs, policy, devHits, req.GetGpu(), out, send)
+	return d.stitch(ctx, start, m, plan, srcs, policy, devHits, req, out, send)
 }
 
 // keepArrived drops the plan's segments whose source did not arrive and
@@ -286,10 +358,18 @@ func keepArrived(plan *kvcache.Plan, srcs []fetched) (*kvcache.Plan, []fetched, 
 	return out, kept, partial
 }
 
+// ready is one layer the stitcher finished: the chunks dropped up to it,
+// and its DMA copy when the segment has a GPU buffer.
+type ready struct {
+	layer   int
+	t       *gpu.Transfer
+	dropped []*api.ChunkDropped
+}
+
 // stitch fills a segment with the plan's KV layer by layer, streaming
 // readiness.
 func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kvcache.Plan, srcs []fetched,
-	policy kvcache.Policy, devHits map[matcher.ChunkKey]bool, wantGPU bool, out *api.Plan, send func(*api.PrepareEvent) error,
+	policy kvcache.Policy, devHits map[matcher.ChunkKey]bool, req *api.PrepareRequest, out *api.Plan, send func(*api.PrepareEvent) error,
 ) error {
 	tokens := 0
 	for _, sg := range plan.Segments {
@@ -302,15 +382,23 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 	if err != nil {
 		return fmt.Errorf("recompute plan: %w", err)
 	}
-	seg, err := d.segs.create(m.shape, tokens)
+	gp, err := d.gpuPath(ctx, m.shape, tokens, plan, req.GetGpu())
 	if err != nil {
 		return err
 	}
+	defer gp.release()
+	// gpu_only with a GPU buffer fed from the pinned pool: no host copy.
+	host := !(req.GetGpuOnly() && gp.pin != nil)
+	seg, err := d.segs.create(m.shape, tokens, host)
+	if err != nil {
+		gp.free()
+		return err
+	}
+	seg.buf, seg.dma = gp.buf, gp.dma
 	ok := false
 	defer func() { d.segs.done(seg, !ok) }()
-	gpuOut, err := d.attachGPU(ctx, seg, m, tokens, wantGPU)
-	if err != nil {
-		return err
+	if gp.pin != nil {
+		gp.pin.host = seg.kv
 	}
 	// The plan as the engine sees it: ranges with their sources, and every
 	// position below the segment's end that it must compute.
@@ -350,7 +438,10 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 		Handle: seg.handle, Path: seg.path, Size: uint64(len(seg.data)), Layout: SegmentLayout,
 		Tokens: int32(tokens), Layers: int32(m.shape.Layers), KvHeads: int32(m.shape.KVHeads), HeadDim: int32(m.shape.HeadDim),
 		Dtype: m.shape.DType.String(), LayerBytes: uint64(layerBytes),
-		ExpiresUnixNs: time.Now().Add(d.cfg.Limits.SegmentTTL).UnixNano(), Gpu: gpuOut,
+		ExpiresUnixNs: time.Now().Add(d.cfg.Limits.SegmentTTL).UnixNano(),
+	}
+	if gp.buf != nil {
+		out.Kv.Gpu = &api.GPUBuffer{Backend: gp.dma.Backend(), LayerBytes: uint64(layerBytes), Layers: int32(m.shape.Layers), ZeroCopy: gp.pin != nil}
 	}
 	for l := range m.shape.Layers {
 		out.Kv.LayerOffsets = append(out.Kv.LayerOffsets, uint64(l*layerBytes))
@@ -358,21 +449,27 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 	if err := send(&api.PrepareEvent{Event: &api.PrepareEvent_Plan{Plan: out}}); err != nil {
 		return err
 	}
+	ds := newDrops(plan, out.Ranges)
 	readers := make([]kvcache.ChunkReader, len(srcs))
 	for i, s := range srcs {
-		readers[i] = s.r
+		readers[i] = &dropReader{ChunkReader: s.r, idx: i, ds: ds}
 	}
-	// One goroutine sends layer events in order; with a GPU buffer it waits
-	// for each layer's copy, so stitching layer l+1 overlaps the DMA of l.
-	type ready struct {
-		layer int
-		t     *gpu.Transfer
-	}
+	// One goroutine sends the events of each layer in order: the chunks
+	// dropped up to it, then its readiness. With a GPU buffer it waits for
+	// the layer's copy first, so stitching layer l+1 overlaps the DMA of l.
 	readyc := make(chan ready, m.shape.Layers)
 	var sendErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for r := range readyc {
+			if sendErr != nil {
+				continue
+			}
+			for _, dr := range r.dropped {
+				if sendErr = send(&api.PrepareEvent{Event: &api.PrepareEvent_Dropped{Dropped: dr}}); sendErr != nil {
+					break
+				}
+			}
 			if sendErr != nil {
 				continue
 			}
@@ -392,17 +489,21 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 			}}})
 		}
 	})
+	var target kvcache.Target = seg.kv
+	if gp.pin != nil {
+		target = gp.pin
+	}
 	st, err := m.stitcher.Stitch(ctx, kvcache.StitchRequest{
-		Plan: plan, Sources: readers, Target: seg.kv,
+		Plan: plan, Sources: readers, Target: target,
 		OnLayer: func(ctx context.Context, l int) error {
-			var t *gpu.Transfer
-			if seg.buf != nil {
-				var err error
-				if t, err = seg.dma.CopyLayer(ctx, seg.buf, l, seg.kv.Layer(l)); err != nil {
-					return fmt.Errorf("dma layer %d: %w", l, err)
-				}
+			t, err := gp.copyLayer(ctx, l, seg.kv)
+			if err != nil {
+				return fmt.Errorf("dma layer %d: %w", l, err)
 			}
-			readyc <- ready{layer: l, t: t}
+			if gp.buf != nil {
+				d.m.dmaLayers.WithLabelValues(gp.path()).Inc()
+			}
+			readyc <- ready{layer: l, t: t, dropped: ds.take(l)}
 			return nil
 		},
 	})
@@ -414,6 +515,13 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 	if sendErr != nil {
 		return sendErr
 	}
+	dropped, reason := ds.summary()
+	for _, r := range reason {
+		d.m.dropped.WithLabelValues(r).Inc()
+	}
+	d.stats.dropped.Add(uint64(len(reason)))
+	prefixTok -= dropped.prefix
+	chunkTok -= dropped.chunk
 	d.stats.reusedTokens.Add(uint64(prefixTok + chunkTok))
 	d.m.reusedTokens.WithLabelValues("prefix").Add(float64(prefixTok))
 	d.m.reusedTokens.WithLabelValues("chunk").Add(float64(chunkTok))
@@ -421,6 +529,7 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 	ok = true
 	return send(&api.PrepareEvent{Event: &api.PrepareEvent_Done{Done: &api.PrepareDone{
 		ElapsedNs: int64(time.Since(start)), RotatedTokens: int32(st.RotatedTokens), Bytes: uint64(st.Bytes),
+		Recompute: ds.recompute(out.Recompute), DroppedTokens: int32(dropped.prefix + dropped.chunk),
 	}}})
 }
 
@@ -441,22 +550,6 @@ func markDeviceRanges(ranges []*api.Range, devHits map[matcher.ChunkKey]bool, pl
 			ranges[i].Device = true
 		}
 	}
-}
-
-// attachGPU gives the segment a GPU buffer when asked and a DMA backend is
-// up; without one the request is served from host memory alone.
-func (d *Daemon) attachGPU(ctx context.Context, seg *segment, m *model, tokens int, want bool) (*api.GPUBuffer, error) {
-	if !want || d.dma.dma == nil {
-		return nil, nil
-	}
-	lb := int64(m.shape.LayerBytes(tokens))
-	buf, err := d.dma.dma.Alloc(ctx, m.shape.Layers, lb)
-	if err != nil {
-		d.log.Warn("gpu_alloc_failed", "error", err)
-		return nil, nil
-	}
-	seg.buf, seg.dma = buf, d.dma.dma
-	return &api.GPUBuffer{Backend: d.dma.dma.Backend(), LayerBytes: uint64(lb), Layers: int32(m.shape.Layers)}, nil
 }
 
 // policy resolves a request's recompute policy.
@@ -517,14 +610,7 @@ func (d *Daemon) Lookup(ctx context.Context, req *api.LookupRequest) (*api.Looku
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
-	where := d.st.where(plan.Keys)
-	for i, w := range where {
-		if w == "" {
-			if ps := d.owners.peersOf(plan.Keys[i]); len(ps) > 0 {
-				where[i] = ps[0]
-			}
-		}
-	}
+	where := d.locate(plan.Keys)
 	for _, sg := range plan.Segments {
 		w := where[sg.Source]
 		if w == "" {

@@ -22,7 +22,9 @@ const SegmentLayout = "kvloom-contiguous-v1"
 
 // segment is one stitched KV handed to an engine: a file in shared memory
 // (a tmpfs such as /dev/shm) that the daemon maps read-write and the engine
-// maps read-only, and optionally a GPU buffer the DMA backend owns.
+// maps read-only, and optionally a GPU buffer the DMA backend owns. A
+// gpu_only segment has no file (path "", data and kv nil): its handle
+// stands for the GPU buffer.
 type segment struct {
 	handle  string
 	path    string
@@ -57,9 +59,14 @@ func newSegments(dir string, budget int64, ttl time.Duration, m *metrics) (*segm
 	return &segments{dir: dir, budget: budget, ttl: ttl, m: m, live: map[string]*segment{}}, nil
 }
 
-// create makes a zeroed segment for tokens positions of shape.
-func (s *segments) create(shape kvcache.Shape, tokens int) (*segment, error) {
+// create makes a zeroed segment for tokens positions of shape, with its
+// shared-memory file unless host is false (gpu_only: the GPU buffer the
+// caller attaches holds the KV).
+func (s *segments) create(shape kvcache.Shape, tokens int, host bool) (*segment, error) {
 	size := int64(shape.Bytes(tokens))
+	if !host {
+		size = 0
+	}
 	s.mu.Lock()
 	if s.bytes+size > s.budget {
 		used := s.bytes
@@ -68,7 +75,13 @@ func (s *segments) create(shape kvcache.Shape, tokens int) (*segment, error) {
 	}
 	s.bytes += size
 	s.mu.Unlock()
-	seg, err := s.open(shape, tokens, size)
+	var seg *segment
+	var err error
+	if host {
+		seg, err = s.open(shape, tokens, size)
+	} else {
+		seg, err = newHandle()
+	}
 	if err != nil {
 		s.mu.Lock()
 		s.bytes -= size
@@ -103,12 +116,21 @@ func (s *segments) done(seg *segment, drop bool) {
 	}
 }
 
-func (s *segments) open(shape kvcache.Shape, tokens int, size int64) (*segment, error) {
+// newHandle makes a segment with a fresh random handle and nothing else.
+func newHandle() (*segment, error) {
 	var id [12]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, fmt.Errorf("segment id: %w", err)
 	}
-	handle := hex.EncodeToString(id[:])
+	return &segment{handle: hex.EncodeToString(id[:])}, nil
+}
+
+func (s *segments) open(shape kvcache.Shape, tokens int, size int64) (*segment, error) {
+	h, err := newHandle()
+	if err != nil {
+		return nil, err
+	}
+	handle := h.handle
 	path := filepath.Join(s.dir, "kvloom-"+handle+".kv")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
@@ -163,11 +185,15 @@ func (seg *segment) close() error {
 			errs = append(errs, fmt.Errorf("free gpu buffer: %w", err))
 		}
 	}
-	if err := unix.Munmap(seg.data); err != nil {
-		errs = append(errs, fmt.Errorf("unmap segment: %w", err))
+	if seg.data != nil {
+		if err := unix.Munmap(seg.data); err != nil {
+			errs = append(errs, fmt.Errorf("unmap segment: %w", err))
+		}
 	}
-	if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove segment: %w", err))
+	if seg.path != "" {
+		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove segment: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -80,6 +80,7 @@ func (d *Daemon) Stats() *api.StatsResponse {
 		Prepares: d.stats.prepares.Load(), Lookups: d.stats.lookups.Load(), Stores: d.stats.stores.Load(),
 		PromptTokens: d.stats.promptTokens.Load(), ReusedTokens: d.stats.reusedTokens.Load(),
 		PartialPrepares: d.stats.partial.Load(), ImageLoads: d.stats.imageLoads.Load(),
+		PeerPromotions: d.stats.promotions.Load(), PeerPromotionRejects: d.stats.promotionRejects.Load(), DroppedChunks: d.stats.dropped.Load(),
 		IndexEntries: int32(ix.Chunks + ix.Prefixes), IndexTokens: ix.Tokens,
 		Segments: int32(segs), SegmentBytes: uint64(segBytes), WritebackQueued: int32(queued),
 		Control: d.ctl.stats(),

@@ -417,3 +417,39 @@ func TestStatusStatsDevices(t *testing.T) {
 		t.Fatalf("the device's hot table did not see the prefix: %v", res.Plan)
 	}
 }
+
+// TestCoverKeepsPrefix: a chunk that overlaps a prompt's prefix match and
+// is longer than it does not displace the exact prefix: the plan keeps the
+// prefix blocks and takes the rest of the chunk after them.
+func TestCoverKeepsPrefix(t *testing.T) {
+	m := loadModel260K(t)
+	dt := startDaemon(t, testConfig(t))
+	ctx := t.Context()
+	doc := m.prompt("The little dog ran to the big tree and barked at the cat. The cat jumped down and ran away. The dog was happy.")[1:]
+	head := m.prompt("Tom had a red ball.")
+	q := append(slices.Clone(head), doc...)
+	storePrompt(t, dt.c, m, "acme", q, &api.ChunkSpan{Start: int32(len(head)), Length: int32(len(doc))})
+	// p starts with one stored block, then holds the document from
+	// position 5 on: the document is longer than the prefix match.
+	p := slices.Concat(m.prompt("Sue went out.")[:5], doc)
+	storePrompt(t, dt.c, m, "acme", p[:20])
+	if len(doc) <= 16 {
+		t.Fatalf("a %d-token document does not outgrow a block", len(doc))
+	}
+	res, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: p, Recompute: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Plan.Ranges
+	if len(r) != 2 || !r[0].Prefix || r[0].Length != 16 || r[1].Prefix || r[1].Start != 16 || r[1].ChunkOffset != 11 || r[1].Start+r[1].Length != int32(len(p)) {
+		t.Fatalf("ranges %v, want the prefix block then the document from its token 11", r)
+	}
+	if res.Plan.ReusedTokens != int32(len(p)) {
+		t.Fatalf("reused %d of %d", res.Plan.ReusedTokens, len(p))
+	}
+	verifyPlan(t, res.Plan, m.prefill(t, p))
+	lk, err := dt.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: p})
+	if err != nil || lk.ReusableTokens != int32(len(p)) || lk.PrefixTokens != 16 {
+		t.Fatalf("lookup %v %v", lk, err)
+	}
+}

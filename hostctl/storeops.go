@@ -260,6 +260,9 @@ func (d *Daemon) indexEntries(job *storeJob) (int, bool, error) {
 		}
 		charged = true
 		n += len(e.Tokens)
+		if e.Prefix {
+			d.spans.add(e.Salt, info.tokens)
+		}
 		if err := d.jnl.add(&journalRecord{Op: jAdd, Prefix: e.Prefix, Salt: e.Salt, Bytes: bytes, Tenant: job.tenant, Tokens: info.tokens}); err != nil {
 			d.log.Warn("journal_append_failed", "error", err)
 		}
@@ -281,7 +284,13 @@ func (d *Daemon) replayJournal() error {
 			continue
 		}
 		info := &entryInfo{salt: r.Salt, prefix: r.Prefix, tokens: r.Tokens, tenant: r.Tenant, bytes: r.Bytes}
-		if d.owners.addLocal(keys[0], info) && r.Tenant != "" && r.Bytes > 0 {
+		if !d.owners.addLocal(keys[0], info) {
+			continue
+		}
+		if r.Prefix {
+			d.spans.add(r.Salt, r.Tokens)
+		}
+		if r.Tenant != "" && r.Bytes > 0 {
 			if err := d.quotas.reserve(r.Tenant, r.Bytes); err != nil {
 				d.log.Warn("journal_quota_exceeded", "error", err)
 			}
@@ -355,6 +364,9 @@ func (d *Daemon) unindex(entries []matcher.ChunkKey) int {
 		if e.local {
 			if err := d.jnl.add(&journalRecord{Op: jRemove, Salt: e.salt, Key: k}); err != nil {
 				d.log.Warn("journal_append_failed", "error", err)
+			}
+			if e.prefix {
+				d.spans.remove(e.salt, e.tokens)
 			}
 		}
 	}

@@ -99,8 +99,15 @@ func TestDaemonClientCommands(t *testing.T) {
 		t.Fatalf("prepare: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, "stats", "--daemon", sock)
-	if err != nil || !strings.Contains(out, "1 prepare") || !strings.Contains(out, "control:") {
+	if err != nil || !strings.Contains(out, "1 prepare") || !strings.Contains(out, "control:") ||
+		!strings.Contains(out, "hot spans materialised") || !strings.Contains(out, "promoted to local tiers") {
 		t.Fatalf("stats: %v\n%s", err, out)
+	}
+	// The daemon's DMA backend (sim here): zero copy from its pinned pool,
+	// no host segment with --gpu-only.
+	out, err = runCLI(t, append([]string{"prepare", "--recompute", "none", "--gpu-only"}, prompt...)...)
+	if err != nil || !strings.Contains(out, "segment: no host copy") || !strings.Contains(out, "zero copy from the pinned pool") || !strings.Contains(out, "layer 4 ready") || !strings.Contains(out, "(gpu true)") {
+		t.Fatalf("prepare --gpu-only: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, "devices", "--daemon", sock)
 	if err != nil || !strings.Contains(out, "driven by kvloomd") {

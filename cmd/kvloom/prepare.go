@@ -18,6 +18,7 @@ func newPrepareCmd() *cobra.Command {
 		recompute string
 		deadline  time.Duration
 		gpu, keep bool
+		gpuOnly   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "prepare",
@@ -25,7 +26,12 @@ func newPrepareCmd() *cobra.Command {
 		Long: `prepare runs Prepare as an engine would: kvloomd matches the prompt, loads the reused
 chunks from its tiers and peers under the deadline, stitches them into a shared-memory
 segment layer by layer, and reports the plan. The segment is released afterwards
-unless --keep is given (it then expires after the daemon's segment_ttl).`,
+unless --keep is given (it then expires after the daemon's segment_ttl).
+
+With --gpu each layer is also copied to a GPU buffer by the daemon's DMA backend,
+stitched straight into its pinned pool (zero copy); --gpu-only skips the host
+segment. Chunks the daemon drops mid-load (a later layer failed or came too late)
+are listed, and their positions are in the final recompute count.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			toks, err := pf.read(cmd.InOrStdin())
@@ -34,7 +40,7 @@ unless --keep is given (it then expires after the daemon's segment_ttl).`,
 			}
 			return df.call(cmd, func(ctx context.Context, c api.KVLoomClient) error {
 				res, err := hostctl.PrepareAll(ctx, c, &api.PrepareRequest{Tenant: pf.tenant, Model: pf.model, Tokens: toks,
-					Recompute: recompute, DeadlineNs: int64(deadline), Gpu: gpu})
+					Recompute: recompute, DeadlineNs: int64(deadline), Gpu: gpu || gpuOnly, GpuOnly: gpuOnly})
 				if err != nil {
 					return err
 				}
@@ -57,7 +63,23 @@ unless --keep is given (it then expires after the daemon's segment_ttl).`,
 					return err
 				}
 				if p.Kv != nil {
-					fmt.Fprintf(out, "segment: %s (%d bytes, %d tokens, %s)\n", p.Kv.Path, p.Kv.Size, p.Kv.Tokens, p.Kv.Layout)
+					path := p.Kv.Path
+					if path == "" {
+						path = "no host copy"
+					}
+					fmt.Fprintf(out, "segment: %s (%d bytes, %d tokens, %s)\n", path, p.Kv.Size, p.Kv.Tokens, p.Kv.Layout)
+					if g := p.Kv.Gpu; g != nil {
+						how := "staged (layer larger than the pinned pool)"
+						if g.ZeroCopy {
+							how = "zero copy from the pinned pool"
+						}
+						fmt.Fprintf(out, "gpu buffer: %s, %d layers of %d bytes, %s\n", g.Backend, g.Layers, g.LayerBytes, how)
+					}
+				}
+				for _, d := range res.Dropped {
+					for _, r := range d.Ranges {
+						fmt.Fprintf(out, "dropped at layer %d (%s): [%d, %d) chunk %s, recomputed\n", d.Layer, d.Reason, r.Start, r.Start+r.Length, d.Chunk)
+					}
 				}
 				for _, l := range res.Layers {
 					fmt.Fprintf(out, "layer %d ready at %s (gpu %v)\n", l.Layer, time.Duration(l.ElapsedNs), l.OnGpu)
@@ -73,6 +95,7 @@ unless --keep is given (it then expires after the daemon's segment_ttl).`,
 	f.StringVar(&recompute, "recompute", "", "recompute policy: none, full, epic:K, ratio:R (default: the daemon's)")
 	f.DurationVar(&deadline, "deadline", 0, "load deadline (default: the daemon's)")
 	f.BoolVar(&gpu, "gpu", false, "also copy the stitched KV to a GPU buffer through the daemon's DMA backend")
+	f.BoolVar(&gpuOnly, "gpu-only", false, "the GPU buffer alone, no host segment (implies --gpu)")
 	f.BoolVar(&keep, "keep", false, "keep the segment instead of releasing it")
 	return cmd
 }

@@ -34,6 +34,8 @@ func newStatsCmd() *cobra.Command {
 				fmt.Fprintf(out, "reuse: %d of %d prompt tokens (%.1f%%)\n", st.ReusedTokens, st.PromptTokens, reuse)
 				fmt.Fprintf(out, "index: %d entries, %d tokens; segments: %d (%d bytes)\n", st.IndexEntries, st.IndexTokens, st.Segments, st.SegmentBytes)
 				fmt.Fprintf(out, "write-back: %d queued, %d rejected\n", st.WritebackQueued, st.WritebackRejects)
+				fmt.Fprintf(out, "peers: %d chunks promoted to local tiers, %d refused (queue full); %d planned chunks dropped mid-load\n",
+					st.PeerPromotions, st.PeerPromotionRejects, st.DroppedChunks)
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TIER\tHITS\tMISSES\tREAD\tWRITTEN")
 				for _, t := range st.Tiers {
@@ -48,6 +50,7 @@ func newStatsCmd() *cobra.Command {
 				}
 				fmt.Fprintf(out, "control: %d rounds, device table %d/%d, pushed %d adds %d removes, %d rejected, %d hot candidates\n",
 					ctl.Rounds, ctl.TableEntries, ctl.TableCapacity, ctl.PushedAdds, ctl.PushedRemoves, ctl.Rejected, ctl.HotCandidates)
+				fmt.Fprintf(out, "control: %d hot spans materialised as chunks (%d tokens), %d failed\n", ctl.Materialized, ctl.MaterializedTokens, ctl.MaterializeFailures)
 				if ctl.LastError != "" {
 					fmt.Fprintf(out, "control: last push failed: %s\n", ctl.LastError)
 				}

@@ -103,8 +103,16 @@ type PrepareRequest struct {
 	// "ratio:R". Empty means the daemon's default.
 	Recompute string `protobuf:"bytes,5,opt,name=recompute,proto3" json:"recompute,omitempty"`
 	// gpu asks for the stitched KV in a GPU buffer as well (when the daemon's
-	// DMA backend can own one).
-	Gpu           bool `protobuf:"varint,6,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	// DMA backend can own one). Each layer is then stitched straight into a
+	// pinned buffer from the DMA backend's pool and copied from there with no
+	// staging copy (GPUBuffer.zero_copy), the copy of layer l overlapping the
+	// stitching of layer l+1.
+	Gpu bool `protobuf:"varint,6,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	// gpu_only, with gpu, leaves the KV in the GPU buffer alone: no host
+	// segment is written (the plan's segment has no path and size 0). Where no
+	// GPU buffer can be had (no DMA backend, device memory full, a layer larger
+	// than the pinned pool) it is ignored and the host segment is written.
+	GpuOnly       bool `protobuf:"varint,7,opt,name=gpu_only,json=gpuOnly,proto3" json:"gpu_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +185,13 @@ func (x *PrepareRequest) GetRecompute() string {
 func (x *PrepareRequest) GetGpu() bool {
 	if x != nil {
 		return x.Gpu
+	}
+	return false
+}
+
+func (x *PrepareRequest) GetGpuOnly() bool {
+	if x != nil {
+		return x.GpuOnly
 	}
 	return false
 }
@@ -296,7 +311,9 @@ func (x *Range) GetDevice() bool {
 // engine maps. Layout "kvloom-contiguous-v1": layer after layer, each
 // layer_bytes long at layer_offsets[l]; within a layer the K rows of every
 // prompt position, then the V rows; a row is kv_heads × head_dim elements of
-// dtype. Positions no range covers are zero and must be computed.
+// dtype. Positions no range covers are zero and must be computed. With
+// PrepareRequest.gpu_only and a GPU buffer, path is empty and size 0: the
+// KV is in the GPU buffer only (same layout).
 type Segment struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Handle       string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"` // for Release
@@ -440,10 +457,14 @@ func (x *Segment) GetGpu() *GPUBuffer {
 
 // GPUBuffer describes the device copy when the DMA backend owns one.
 type GPUBuffer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Backend       string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"` // "sim" or "cuda"
-	LayerBytes    uint64                 `protobuf:"varint,2,opt,name=layer_bytes,json=layerBytes,proto3" json:"layer_bytes,omitempty"`
-	Layers        int32                  `protobuf:"varint,3,opt,name=layers,proto3" json:"layers,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Backend    string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"` // "sim" or "cuda"
+	LayerBytes uint64                 `protobuf:"varint,2,opt,name=layer_bytes,json=layerBytes,proto3" json:"layer_bytes,omitempty"`
+	Layers     int32                  `protobuf:"varint,3,opt,name=layers,proto3" json:"layers,omitempty"`
+	// zero_copy is true when the layers were stitched straight into pinned
+	// memory from the DMA backend's pool (the fast path); false when a layer
+	// is larger than the pool and went through the staging copy.
+	ZeroCopy      bool `protobuf:"varint,4,opt,name=zero_copy,json=zeroCopy,proto3" json:"zero_copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,19 +520,29 @@ func (x *GPUBuffer) GetLayers() int32 {
 	return 0
 }
 
+func (x *GPUBuffer) GetZeroCopy() bool {
+	if x != nil {
+		return x.ZeroCopy
+	}
+	return false
+}
+
 type Plan struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	RequestId    uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	PromptTokens int32                  `protobuf:"varint,2,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
 	ReusedTokens int32                  `protobuf:"varint,3,opt,name=reused_tokens,json=reusedTokens,proto3" json:"reused_tokens,omitempty"`
 	Ranges       []*Range               `protobuf:"bytes,4,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	// recompute lists the reused positions the engine must compute afresh
-	// (ascending), besides every position no range covers.
+	// recompute lists the positions below the segment's end the engine must
+	// compute (ascending): every position no range covers, and the reused
+	// positions the recompute policy picked. ChunkDropped events may add to
+	// it; PrepareDone.recompute is the final set.
 	Recompute       []int32  `protobuf:"varint,5,rep,packed,name=recompute,proto3" json:"recompute,omitempty"`
 	RecomputePolicy string   `protobuf:"bytes,6,opt,name=recompute_policy,json=recomputePolicy,proto3" json:"recompute_policy,omitempty"`
 	Kv              *Segment `protobuf:"bytes,7,opt,name=kv,proto3" json:"kv,omitempty"`
-	// partial is true when the deadline cut the load short: ranges whose KV
-	// did not arrive in time were dropped from the plan.
+	// partial is true when the deadline cut the load short: chunks whose
+	// first layer had not arrived by the deadline were left out of the plan
+	// (their positions are in recompute); the chunks that made it are served.
 	Partial bool `protobuf:"varint,8,opt,name=partial,proto3" json:"partial,omitempty"`
 	// device_backend names the accelerator that matched, empty when none is up.
 	DeviceBackend string `protobuf:"bytes,9,opt,name=device_backend,json=deviceBackend,proto3" json:"device_backend,omitempty"`
@@ -680,18 +711,98 @@ func (x *LayerReady) GetOnGpu() bool {
 	return false
 }
 
+// ChunkDropped says that planned ranges lost their KV during the load: their
+// chunk's layer `layer` failed (a tier died, a checksum failed) or did not
+// arrive within limits.stream_grace after the deadline. It is sent before
+// that layer's LayerReady. The ranges' positions join the recompute set: the
+// engine computes them at every layer (their rows hold the chunk's KV below
+// `layer` and zeros from `layer` on, never another chunk's).
+type ChunkDropped struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Layer  int32                  `protobuf:"varint,1,opt,name=layer,proto3" json:"layer,omitempty"`
+	Chunk  string                 `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Ranges []*Range               `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// reason: deadline, corrupt, unavailable, absent, cancelled or error.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkDropped) Reset() {
+	*x = ChunkDropped{}
+	mi := &file_kvloom_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkDropped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkDropped) ProtoMessage() {}
+
+func (x *ChunkDropped) ProtoReflect() protoreflect.Message {
+	mi := &file_kvloom_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkDropped.ProtoReflect.Descriptor instead.
+func (*ChunkDropped) Descriptor() ([]byte, []int) {
+	return file_kvloom_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ChunkDropped) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *ChunkDropped) GetChunk() string {
+	if x != nil {
+		return x.Chunk
+	}
+	return ""
+}
+
+func (x *ChunkDropped) GetRanges() []*Range {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *ChunkDropped) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type PrepareDone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ElapsedNs     int64                  `protobuf:"varint,1,opt,name=elapsed_ns,json=elapsedNs,proto3" json:"elapsed_ns,omitempty"`
 	RotatedTokens int32                  `protobuf:"varint,2,opt,name=rotated_tokens,json=rotatedTokens,proto3" json:"rotated_tokens,omitempty"`
 	Bytes         uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// recompute is the final recompute set: the plan's, plus the positions
+	// of every dropped range (ascending).
+	Recompute []int32 `protobuf:"varint,4,rep,packed,name=recompute,proto3" json:"recompute,omitempty"`
+	// dropped_tokens counts the planned tokens ChunkDropped took back.
+	DroppedTokens int32 `protobuf:"varint,5,opt,name=dropped_tokens,json=droppedTokens,proto3" json:"dropped_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareDone) Reset() {
 	*x = PrepareDone{}
-	mi := &file_kvloom_proto_msgTypes[6]
+	mi := &file_kvloom_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +814,7 @@ func (x *PrepareDone) String() string {
 func (*PrepareDone) ProtoMessage() {}
 
 func (x *PrepareDone) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[6]
+	mi := &file_kvloom_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +827,7 @@ func (x *PrepareDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareDone.ProtoReflect.Descriptor instead.
 func (*PrepareDone) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{6}
+	return file_kvloom_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareDone) GetElapsedNs() int64 {
@@ -740,6 +851,20 @@ func (x *PrepareDone) GetBytes() uint64 {
 	return 0
 }
 
+func (x *PrepareDone) GetRecompute() []int32 {
+	if x != nil {
+		return x.Recompute
+	}
+	return nil
+}
+
+func (x *PrepareDone) GetDroppedTokens() int32 {
+	if x != nil {
+		return x.DroppedTokens
+	}
+	return 0
+}
+
 type PrepareEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -747,6 +872,7 @@ type PrepareEvent struct {
 	//	*PrepareEvent_Plan
 	//	*PrepareEvent_Layer
 	//	*PrepareEvent_Done
+	//	*PrepareEvent_Dropped
 	Event         isPrepareEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -754,7 +880,7 @@ type PrepareEvent struct {
 
 func (x *PrepareEvent) Reset() {
 	*x = PrepareEvent{}
-	mi := &file_kvloom_proto_msgTypes[7]
+	mi := &file_kvloom_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +892,7 @@ func (x *PrepareEvent) String() string {
 func (*PrepareEvent) ProtoMessage() {}
 
 func (x *PrepareEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[7]
+	mi := &file_kvloom_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +905,7 @@ func (x *PrepareEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareEvent.ProtoReflect.Descriptor instead.
 func (*PrepareEvent) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{7}
+	return file_kvloom_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PrepareEvent) GetEvent() isPrepareEvent_Event {
@@ -816,6 +942,15 @@ func (x *PrepareEvent) GetDone() *PrepareDone {
 	return nil
 }
 
+func (x *PrepareEvent) GetDropped() *ChunkDropped {
+	if x != nil {
+		if x, ok := x.Event.(*PrepareEvent_Dropped); ok {
+			return x.Dropped
+		}
+	}
+	return nil
+}
+
 type isPrepareEvent_Event interface {
 	isPrepareEvent_Event()
 }
@@ -832,11 +967,17 @@ type PrepareEvent_Done struct {
 	Done *PrepareDone `protobuf:"bytes,3,opt,name=done,proto3,oneof"`
 }
 
+type PrepareEvent_Dropped struct {
+	Dropped *ChunkDropped `protobuf:"bytes,4,opt,name=dropped,proto3,oneof"`
+}
+
 func (*PrepareEvent_Plan) isPrepareEvent_Event() {}
 
 func (*PrepareEvent_Layer) isPrepareEvent_Event() {}
 
 func (*PrepareEvent_Done) isPrepareEvent_Event() {}
+
+func (*PrepareEvent_Dropped) isPrepareEvent_Event() {}
 
 type LookupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -849,7 +990,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_kvloom_proto_msgTypes[8]
+	mi := &file_kvloom_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1002,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[8]
+	mi := &file_kvloom_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1015,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{8}
+	return file_kvloom_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LookupRequest) GetTenant() string {
@@ -910,7 +1051,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_kvloom_proto_msgTypes[9]
+	mi := &file_kvloom_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1063,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[9]
+	mi := &file_kvloom_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1076,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{9}
+	return file_kvloom_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LookupResponse) GetPromptTokens() int32 {
@@ -978,7 +1119,7 @@ type ChunkSpan struct {
 
 func (x *ChunkSpan) Reset() {
 	*x = ChunkSpan{}
-	mi := &file_kvloom_proto_msgTypes[10]
+	mi := &file_kvloom_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1131,7 @@ func (x *ChunkSpan) String() string {
 func (*ChunkSpan) ProtoMessage() {}
 
 func (x *ChunkSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[10]
+	mi := &file_kvloom_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1144,7 @@ func (x *ChunkSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkSpan.ProtoReflect.Descriptor instead.
 func (*ChunkSpan) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{10}
+	return file_kvloom_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChunkSpan) GetStart() int32 {
@@ -1041,7 +1182,7 @@ type StoreHeader struct {
 
 func (x *StoreHeader) Reset() {
 	*x = StoreHeader{}
-	mi := &file_kvloom_proto_msgTypes[11]
+	mi := &file_kvloom_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1194,7 @@ func (x *StoreHeader) String() string {
 func (*StoreHeader) ProtoMessage() {}
 
 func (x *StoreHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[11]
+	mi := &file_kvloom_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1207,7 @@ func (x *StoreHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreHeader.ProtoReflect.Descriptor instead.
 func (*StoreHeader) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{11}
+	return file_kvloom_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StoreHeader) GetTenant() string {
@@ -1138,7 +1279,7 @@ type StoreLayer struct {
 
 func (x *StoreLayer) Reset() {
 	*x = StoreLayer{}
-	mi := &file_kvloom_proto_msgTypes[12]
+	mi := &file_kvloom_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1291,7 @@ func (x *StoreLayer) String() string {
 func (*StoreLayer) ProtoMessage() {}
 
 func (x *StoreLayer) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[12]
+	mi := &file_kvloom_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1304,7 @@ func (x *StoreLayer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreLayer.ProtoReflect.Descriptor instead.
 func (*StoreLayer) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{12}
+	return file_kvloom_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StoreLayer) GetLayer() int32 {
@@ -1200,7 +1341,7 @@ type StoreRequest struct {
 
 func (x *StoreRequest) Reset() {
 	*x = StoreRequest{}
-	mi := &file_kvloom_proto_msgTypes[13]
+	mi := &file_kvloom_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1353,7 @@ func (x *StoreRequest) String() string {
 func (*StoreRequest) ProtoMessage() {}
 
 func (x *StoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[13]
+	mi := &file_kvloom_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1366,7 @@ func (x *StoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreRequest.ProtoReflect.Descriptor instead.
 func (*StoreRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{13}
+	return file_kvloom_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StoreRequest) GetMsg() isStoreRequest_Msg {
@@ -1280,7 +1421,7 @@ type StoreResponse struct {
 
 func (x *StoreResponse) Reset() {
 	*x = StoreResponse{}
-	mi := &file_kvloom_proto_msgTypes[14]
+	mi := &file_kvloom_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1433,7 @@ func (x *StoreResponse) String() string {
 func (*StoreResponse) ProtoMessage() {}
 
 func (x *StoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[14]
+	mi := &file_kvloom_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1446,7 @@ func (x *StoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreResponse.ProtoReflect.Descriptor instead.
 func (*StoreResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{14}
+	return file_kvloom_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoreResponse) GetChunks() int32 {
@@ -1338,7 +1479,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_kvloom_proto_msgTypes[15]
+	mi := &file_kvloom_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1491,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[15]
+	mi := &file_kvloom_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1504,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{15}
+	return file_kvloom_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReleaseRequest) GetHandle() string {
@@ -1381,7 +1522,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_kvloom_proto_msgTypes[16]
+	mi := &file_kvloom_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1534,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[16]
+	mi := &file_kvloom_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1547,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{16}
+	return file_kvloom_proto_rawDescGZIP(), []int{17}
 }
 
 type EvictRequest struct {
@@ -1421,7 +1562,7 @@ type EvictRequest struct {
 
 func (x *EvictRequest) Reset() {
 	*x = EvictRequest{}
-	mi := &file_kvloom_proto_msgTypes[17]
+	mi := &file_kvloom_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1574,7 @@ func (x *EvictRequest) String() string {
 func (*EvictRequest) ProtoMessage() {}
 
 func (x *EvictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[17]
+	mi := &file_kvloom_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1587,7 @@ func (x *EvictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
 func (*EvictRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{17}
+	return file_kvloom_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EvictRequest) GetTenant() string {
@@ -1487,7 +1628,7 @@ type EvictResponse struct {
 
 func (x *EvictResponse) Reset() {
 	*x = EvictResponse{}
-	mi := &file_kvloom_proto_msgTypes[18]
+	mi := &file_kvloom_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1640,7 @@ func (x *EvictResponse) String() string {
 func (*EvictResponse) ProtoMessage() {}
 
 func (x *EvictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[18]
+	mi := &file_kvloom_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1653,7 @@ func (x *EvictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictResponse.ProtoReflect.Descriptor instead.
 func (*EvictResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{18}
+	return file_kvloom_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EvictResponse) GetEntries() int32 {
@@ -1541,7 +1682,7 @@ type PinRequest struct {
 
 func (x *PinRequest) Reset() {
 	*x = PinRequest{}
-	mi := &file_kvloom_proto_msgTypes[19]
+	mi := &file_kvloom_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1694,7 @@ func (x *PinRequest) String() string {
 func (*PinRequest) ProtoMessage() {}
 
 func (x *PinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[19]
+	mi := &file_kvloom_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1707,7 @@ func (x *PinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRequest.ProtoReflect.Descriptor instead.
 func (*PinRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{19}
+	return file_kvloom_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PinRequest) GetTenant() string {
@@ -1606,7 +1747,7 @@ type PinResponse struct {
 
 func (x *PinResponse) Reset() {
 	*x = PinResponse{}
-	mi := &file_kvloom_proto_msgTypes[20]
+	mi := &file_kvloom_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1759,7 @@ func (x *PinResponse) String() string {
 func (*PinResponse) ProtoMessage() {}
 
 func (x *PinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[20]
+	mi := &file_kvloom_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1772,7 @@ func (x *PinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResponse.ProtoReflect.Descriptor instead.
 func (*PinResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{20}
+	return file_kvloom_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PinResponse) GetEntries() int32 {
@@ -1652,7 +1793,7 @@ type HintRequest struct {
 
 func (x *HintRequest) Reset() {
 	*x = HintRequest{}
-	mi := &file_kvloom_proto_msgTypes[21]
+	mi := &file_kvloom_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1805,7 @@ func (x *HintRequest) String() string {
 func (*HintRequest) ProtoMessage() {}
 
 func (x *HintRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[21]
+	mi := &file_kvloom_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1818,7 @@ func (x *HintRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintRequest.ProtoReflect.Descriptor instead.
 func (*HintRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{21}
+	return file_kvloom_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HintRequest) GetTenant() string {
@@ -1710,7 +1851,7 @@ type HintResponse struct {
 
 func (x *HintResponse) Reset() {
 	*x = HintResponse{}
-	mi := &file_kvloom_proto_msgTypes[22]
+	mi := &file_kvloom_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1863,7 @@ func (x *HintResponse) String() string {
 func (*HintResponse) ProtoMessage() {}
 
 func (x *HintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[22]
+	mi := &file_kvloom_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1876,7 @@ func (x *HintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintResponse.ProtoReflect.Descriptor instead.
 func (*HintResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{22}
+	return file_kvloom_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HintResponse) GetPrefetching() int32 {
@@ -1753,7 +1894,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_kvloom_proto_msgTypes[23]
+	mi := &file_kvloom_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1906,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[23]
+	mi := &file_kvloom_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1919,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{23}
+	return file_kvloom_proto_rawDescGZIP(), []int{24}
 }
 
 type TierStats struct {
@@ -1794,7 +1935,7 @@ type TierStats struct {
 
 func (x *TierStats) Reset() {
 	*x = TierStats{}
-	mi := &file_kvloom_proto_msgTypes[24]
+	mi := &file_kvloom_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1947,7 @@ func (x *TierStats) String() string {
 func (*TierStats) ProtoMessage() {}
 
 func (x *TierStats) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[24]
+	mi := &file_kvloom_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1960,7 @@ func (x *TierStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
 func (*TierStats) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{24}
+	return file_kvloom_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TierStats) GetTier() string {
@@ -1872,7 +2013,7 @@ type HotEntry struct {
 
 func (x *HotEntry) Reset() {
 	*x = HotEntry{}
-	mi := &file_kvloom_proto_msgTypes[25]
+	mi := &file_kvloom_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2025,7 @@ func (x *HotEntry) String() string {
 func (*HotEntry) ProtoMessage() {}
 
 func (x *HotEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[25]
+	mi := &file_kvloom_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2038,7 @@ func (x *HotEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotEntry.ProtoReflect.Descriptor instead.
 func (*HotEntry) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{25}
+	return file_kvloom_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HotEntry) GetChunk() string {
@@ -1954,13 +2095,20 @@ type ControlStats struct {
 	Top             []*HotEntry            `protobuf:"bytes,8,rep,name=top,proto3" json:"top,omitempty"`
 	HotCandidates   int32                  `protobuf:"varint,9,opt,name=hot_candidates,json=hotCandidates,proto3" json:"hot_candidates,omitempty"`
 	LastError       string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// materialized counts hot spans found inside stored prompts that the loop
+	// turned into position-independent chunks (materialized_tokens their
+	// tokens); materialize_failures those it could not (KV gone, a full
+	// write-back queue, a quota).
+	Materialized        uint64 `protobuf:"varint,11,opt,name=materialized,proto3" json:"materialized,omitempty"`
+	MaterializedTokens  uint64 `protobuf:"varint,12,opt,name=materialized_tokens,json=materializedTokens,proto3" json:"materialized_tokens,omitempty"`
+	MaterializeFailures uint64 `protobuf:"varint,13,opt,name=materialize_failures,json=materializeFailures,proto3" json:"materialize_failures,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ControlStats) Reset() {
 	*x = ControlStats{}
-	mi := &file_kvloom_proto_msgTypes[26]
+	mi := &file_kvloom_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2120,7 @@ func (x *ControlStats) String() string {
 func (*ControlStats) ProtoMessage() {}
 
 func (x *ControlStats) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[26]
+	mi := &file_kvloom_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2133,7 @@ func (x *ControlStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlStats.ProtoReflect.Descriptor instead.
 func (*ControlStats) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{26}
+	return file_kvloom_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ControlStats) GetRounds() int64 {
@@ -2058,6 +2206,27 @@ func (x *ControlStats) GetLastError() string {
 	return ""
 }
 
+func (x *ControlStats) GetMaterialized() uint64 {
+	if x != nil {
+		return x.Materialized
+	}
+	return 0
+}
+
+func (x *ControlStats) GetMaterializedTokens() uint64 {
+	if x != nil {
+		return x.MaterializedTokens
+	}
+	return 0
+}
+
+func (x *ControlStats) GetMaterializeFailures() uint64 {
+	if x != nil {
+		return x.MaterializeFailures
+	}
+	return 0
+}
+
 type StatsResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Prepares         uint64                 `protobuf:"varint,1,opt,name=prepares,proto3" json:"prepares,omitempty"`
@@ -2075,13 +2244,20 @@ type StatsResponse struct {
 	SegmentBytes     uint64                 `protobuf:"varint,13,opt,name=segment_bytes,json=segmentBytes,proto3" json:"segment_bytes,omitempty"`
 	PartialPrepares  uint64                 `protobuf:"varint,14,opt,name=partial_prepares,json=partialPrepares,proto3" json:"partial_prepares,omitempty"`
 	ImageLoads       uint64                 `protobuf:"varint,15,opt,name=image_loads,json=imageLoads,proto3" json:"image_loads,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// peer_promotions counts chunks loaded from a peer and queued for the
+	// local tiers; peer_promotion_rejects those the full write-back queue
+	// refused (they stay remote).
+	PeerPromotions       uint64 `protobuf:"varint,16,opt,name=peer_promotions,json=peerPromotions,proto3" json:"peer_promotions,omitempty"`
+	PeerPromotionRejects uint64 `protobuf:"varint,17,opt,name=peer_promotion_rejects,json=peerPromotionRejects,proto3" json:"peer_promotion_rejects,omitempty"`
+	// dropped_chunks counts planned chunks that a Prepare dropped mid-load.
+	DroppedChunks uint64 `protobuf:"varint,18,opt,name=dropped_chunks,json=droppedChunks,proto3" json:"dropped_chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_kvloom_proto_msgTypes[27]
+	mi := &file_kvloom_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2269,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[27]
+	mi := &file_kvloom_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2282,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{27}
+	return file_kvloom_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatsResponse) GetPrepares() uint64 {
@@ -2214,6 +2390,27 @@ func (x *StatsResponse) GetImageLoads() uint64 {
 	return 0
 }
 
+func (x *StatsResponse) GetPeerPromotions() uint64 {
+	if x != nil {
+		return x.PeerPromotions
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPeerPromotionRejects() uint64 {
+	if x != nil {
+		return x.PeerPromotionRejects
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetDroppedChunks() uint64 {
+	if x != nil {
+		return x.DroppedChunks
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2222,7 +2419,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_kvloom_proto_msgTypes[28]
+	mi := &file_kvloom_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2431,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[28]
+	mi := &file_kvloom_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2444,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{28}
+	return file_kvloom_proto_rawDescGZIP(), []int{29}
 }
 
 type Backend struct {
@@ -2263,7 +2460,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_kvloom_proto_msgTypes[29]
+	mi := &file_kvloom_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2472,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[29]
+	mi := &file_kvloom_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2485,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{29}
+	return file_kvloom_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Backend) GetName() string {
@@ -2340,7 +2537,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_kvloom_proto_msgTypes[30]
+	mi := &file_kvloom_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2549,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[30]
+	mi := &file_kvloom_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2562,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{30}
+	return file_kvloom_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -2418,7 +2615,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_kvloom_proto_msgTypes[31]
+	mi := &file_kvloom_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2627,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[31]
+	mi := &file_kvloom_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2640,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{31}
+	return file_kvloom_proto_rawDescGZIP(), []int{32}
 }
 
 type Device struct {
@@ -2466,7 +2663,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_kvloom_proto_msgTypes[32]
+	mi := &file_kvloom_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2675,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[32]
+	mi := &file_kvloom_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2688,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{32}
+	return file_kvloom_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Device) GetKind() string {
@@ -2588,7 +2785,7 @@ type DevicesResponse struct {
 
 func (x *DevicesResponse) Reset() {
 	*x = DevicesResponse{}
-	mi := &file_kvloom_proto_msgTypes[33]
+	mi := &file_kvloom_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +2797,7 @@ func (x *DevicesResponse) String() string {
 func (*DevicesResponse) ProtoMessage() {}
 
 func (x *DevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[33]
+	mi := &file_kvloom_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +2810,7 @@ func (x *DevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesResponse.ProtoReflect.Descriptor instead.
 func (*DevicesResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{33}
+	return file_kvloom_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DevicesResponse) GetDevices() []*Device {
@@ -2640,7 +2837,7 @@ type LoadImageRequest struct {
 
 func (x *LoadImageRequest) Reset() {
 	*x = LoadImageRequest{}
-	mi := &file_kvloom_proto_msgTypes[34]
+	mi := &file_kvloom_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2849,7 @@ func (x *LoadImageRequest) String() string {
 func (*LoadImageRequest) ProtoMessage() {}
 
 func (x *LoadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[34]
+	mi := &file_kvloom_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2862,7 @@ func (x *LoadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadImageRequest.ProtoReflect.Descriptor instead.
 func (*LoadImageRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{34}
+	return file_kvloom_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LoadImageRequest) GetImage() []byte {
@@ -2684,7 +2881,7 @@ type LoadImageResponse struct {
 
 func (x *LoadImageResponse) Reset() {
 	*x = LoadImageResponse{}
-	mi := &file_kvloom_proto_msgTypes[35]
+	mi := &file_kvloom_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2893,7 @@ func (x *LoadImageResponse) String() string {
 func (*LoadImageResponse) ProtoMessage() {}
 
 func (x *LoadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[35]
+	mi := &file_kvloom_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2906,7 @@ func (x *LoadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadImageResponse.ProtoReflect.Descriptor instead.
 func (*LoadImageResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{35}
+	return file_kvloom_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LoadImageResponse) GetImage() string {
@@ -2727,7 +2924,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_kvloom_proto_msgTypes[36]
+	mi := &file_kvloom_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +2936,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[36]
+	mi := &file_kvloom_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +2949,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{36}
+	return file_kvloom_proto_rawDescGZIP(), []int{37}
 }
 
 type PingResponse struct {
@@ -2763,7 +2960,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_kvloom_proto_msgTypes[37]
+	mi := &file_kvloom_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +2972,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[37]
+	mi := &file_kvloom_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +2985,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{37}
+	return file_kvloom_proto_rawDescGZIP(), []int{38}
 }
 
 type FetchChunkRequest struct {
@@ -2800,7 +2997,7 @@ type FetchChunkRequest struct {
 
 func (x *FetchChunkRequest) Reset() {
 	*x = FetchChunkRequest{}
-	mi := &file_kvloom_proto_msgTypes[38]
+	mi := &file_kvloom_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3009,7 @@ func (x *FetchChunkRequest) String() string {
 func (*FetchChunkRequest) ProtoMessage() {}
 
 func (x *FetchChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[38]
+	mi := &file_kvloom_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3022,7 @@ func (x *FetchChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChunkRequest.ProtoReflect.Descriptor instead.
 func (*FetchChunkRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{38}
+	return file_kvloom_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FetchChunkRequest) GetChunk() string {
@@ -2855,7 +3052,7 @@ type ChunkMeta struct {
 
 func (x *ChunkMeta) Reset() {
 	*x = ChunkMeta{}
-	mi := &file_kvloom_proto_msgTypes[39]
+	mi := &file_kvloom_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +3064,7 @@ func (x *ChunkMeta) String() string {
 func (*ChunkMeta) ProtoMessage() {}
 
 func (x *ChunkMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[39]
+	mi := &file_kvloom_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +3077,7 @@ func (x *ChunkMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkMeta.ProtoReflect.Descriptor instead.
 func (*ChunkMeta) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{39}
+	return file_kvloom_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ChunkMeta) GetKey() []byte {
@@ -2977,7 +3174,7 @@ type FetchChunkResponse struct {
 
 func (x *FetchChunkResponse) Reset() {
 	*x = FetchChunkResponse{}
-	mi := &file_kvloom_proto_msgTypes[40]
+	mi := &file_kvloom_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3186,7 @@ func (x *FetchChunkResponse) String() string {
 func (*FetchChunkResponse) ProtoMessage() {}
 
 func (x *FetchChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[40]
+	mi := &file_kvloom_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3199,7 @@ func (x *FetchChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChunkResponse.ProtoReflect.Descriptor instead.
 func (*FetchChunkResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{40}
+	return file_kvloom_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FetchChunkResponse) GetMeta() *ChunkMeta {
@@ -3061,7 +3258,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_kvloom_proto_msgTypes[41]
+	mi := &file_kvloom_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3270,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[41]
+	mi := &file_kvloom_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3283,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{41}
+	return file_kvloom_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SyncRequest) GetSince() uint64 {
@@ -3123,7 +3320,7 @@ type IndexEntry struct {
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_kvloom_proto_msgTypes[42]
+	mi := &file_kvloom_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3332,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[42]
+	mi := &file_kvloom_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3345,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{42}
+	return file_kvloom_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *IndexEntry) GetSeq() uint64 {
@@ -3190,7 +3387,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_kvloom_proto_msgTypes[43]
+	mi := &file_kvloom_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3399,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[43]
+	mi := &file_kvloom_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3412,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{43}
+	return file_kvloom_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SyncResponse) GetEpoch() uint64 {
@@ -3248,7 +3445,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_kvloom_proto_msgTypes[44]
+	mi := &file_kvloom_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3457,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[44]
+	mi := &file_kvloom_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3470,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{44}
+	return file_kvloom_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *HasChunksRequest) GetChunks() []string {
@@ -3292,7 +3489,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_kvloom_proto_msgTypes[45]
+	mi := &file_kvloom_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3501,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvloom_proto_msgTypes[45]
+	mi := &file_kvloom_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3514,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_kvloom_proto_rawDescGZIP(), []int{45}
+	return file_kvloom_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3331,7 +3528,7 @@ var File_kvloom_proto protoreflect.FileDescriptor
 
 const file_kvloom_proto_rawDesc = "" +
 	"\n" +
-	"\fkvloom.proto\x12\tkvloom.v1\"\xa7\x01\n" +
+	"\fkvloom.proto\x12\tkvloom.v1\"\xc2\x01\n" +
 	"\x0ePrepareRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
@@ -3339,7 +3536,8 @@ const file_kvloom_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x04 \x01(\x03R\n" +
 	"deadlineNs\x12\x1c\n" +
 	"\trecompute\x18\x05 \x01(\tR\trecompute\x12\x10\n" +
-	"\x03gpu\x18\x06 \x01(\bR\x03gpu\"\xf7\x01\n" +
+	"\x03gpu\x18\x06 \x01(\bR\x03gpu\x12\x19\n" +
+	"\bgpu_only\x18\a \x01(\bR\agpuOnly\"\xf7\x01\n" +
 	"\x05Range\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x05R\x05start\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x05R\x06length\x12\x14\n" +
@@ -3365,12 +3563,13 @@ const file_kvloom_proto_rawDesc = "" +
 	"layerBytes\x12#\n" +
 	"\rlayer_offsets\x18\v \x03(\x04R\flayerOffsets\x12&\n" +
 	"\x0fexpires_unix_ns\x18\f \x01(\x03R\rexpiresUnixNs\x12&\n" +
-	"\x03gpu\x18\r \x01(\v2\x14.kvloom.v1.GPUBufferR\x03gpu\"^\n" +
+	"\x03gpu\x18\r \x01(\v2\x14.kvloom.v1.GPUBufferR\x03gpu\"{\n" +
 	"\tGPUBuffer\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x1f\n" +
 	"\vlayer_bytes\x18\x02 \x01(\x04R\n" +
 	"layerBytes\x12\x16\n" +
-	"\x06layers\x18\x03 \x01(\x05R\x06layers\"\xc7\x02\n" +
+	"\x06layers\x18\x03 \x01(\x05R\x06layers\x12\x1b\n" +
+	"\tzero_copy\x18\x04 \x01(\bR\bzeroCopy\"\xc7\x02\n" +
 	"\x04Plan\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12#\n" +
@@ -3388,16 +3587,24 @@ const file_kvloom_proto_rawDesc = "" +
 	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\x12\x1d\n" +
 	"\n" +
 	"elapsed_ns\x18\x03 \x01(\x03R\telapsedNs\x12\x15\n" +
-	"\x06on_gpu\x18\x04 \x01(\bR\x05onGpu\"i\n" +
+	"\x06on_gpu\x18\x04 \x01(\bR\x05onGpu\"|\n" +
+	"\fChunkDropped\x12\x14\n" +
+	"\x05layer\x18\x01 \x01(\x05R\x05layer\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\tR\x05chunk\x12(\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x10.kvloom.v1.RangeR\x06ranges\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xae\x01\n" +
 	"\vPrepareDone\x12\x1d\n" +
 	"\n" +
 	"elapsed_ns\x18\x01 \x01(\x03R\telapsedNs\x12%\n" +
 	"\x0erotated_tokens\x18\x02 \x01(\x05R\rrotatedTokens\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\x9b\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x1c\n" +
+	"\trecompute\x18\x04 \x03(\x05R\trecompute\x12%\n" +
+	"\x0edropped_tokens\x18\x05 \x01(\x05R\rdroppedTokens\"\xd0\x01\n" +
 	"\fPrepareEvent\x12%\n" +
 	"\x04plan\x18\x01 \x01(\v2\x0f.kvloom.v1.PlanH\x00R\x04plan\x12-\n" +
 	"\x05layer\x18\x02 \x01(\v2\x15.kvloom.v1.LayerReadyH\x00R\x05layer\x12,\n" +
-	"\x04done\x18\x03 \x01(\v2\x16.kvloom.v1.PrepareDoneH\x00R\x04doneB\a\n" +
+	"\x04done\x18\x03 \x01(\v2\x16.kvloom.v1.PrepareDoneH\x00R\x04done\x123\n" +
+	"\adropped\x18\x04 \x01(\v2\x17.kvloom.v1.ChunkDroppedH\x00R\adroppedB\a\n" +
 	"\x05event\"U\n" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -3473,7 +3680,7 @@ const file_kvloom_proto_rawDesc = "" +
 	"\abenefit\x18\x03 \x01(\x01R\abenefit\x12\x1b\n" +
 	"\ton_device\x18\x04 \x01(\bR\bonDevice\x12\x16\n" +
 	"\x06pinned\x18\x05 \x01(\bR\x06pinned\x12\x16\n" +
-	"\x06prefix\x18\x06 \x01(\bR\x06prefix\"\xf0\x02\n" +
+	"\x06prefix\x18\x06 \x01(\bR\x06prefix\"\xf8\x03\n" +
 	"\fControlStats\x12\x16\n" +
 	"\x06rounds\x18\x01 \x01(\x03R\x06rounds\x12+\n" +
 	"\x12last_round_unix_ns\x18\x02 \x01(\x03R\x0flastRoundUnixNs\x12%\n" +
@@ -3487,7 +3694,10 @@ const file_kvloom_proto_rawDesc = "" +
 	"\x0ehot_candidates\x18\t \x01(\x05R\rhotCandidates\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\n" +
-	" \x01(\tR\tlastError\"\xb3\x04\n" +
+	" \x01(\tR\tlastError\x12\"\n" +
+	"\fmaterialized\x18\v \x01(\x04R\fmaterialized\x12/\n" +
+	"\x13materialized_tokens\x18\f \x01(\x04R\x12materializedTokens\x121\n" +
+	"\x14materialize_failures\x18\r \x01(\x04R\x13materializeFailures\"\xb9\x05\n" +
 	"\rStatsResponse\x12\x1a\n" +
 	"\bprepares\x18\x01 \x01(\x04R\bprepares\x12\x18\n" +
 	"\alookups\x18\x02 \x01(\x04R\alookups\x12\x16\n" +
@@ -3505,7 +3715,10 @@ const file_kvloom_proto_rawDesc = "" +
 	"\rsegment_bytes\x18\r \x01(\x04R\fsegmentBytes\x12)\n" +
 	"\x10partial_prepares\x18\x0e \x01(\x04R\x0fpartialPrepares\x12\x1f\n" +
 	"\vimage_loads\x18\x0f \x01(\x04R\n" +
-	"imageLoads\"\x0f\n" +
+	"imageLoads\x12'\n" +
+	"\x0fpeer_promotions\x18\x10 \x01(\x04R\x0epeerPromotions\x124\n" +
+	"\x16peer_promotion_rejects\x18\x11 \x01(\x04R\x14peerPromotionRejects\x12%\n" +
+	"\x0edropped_chunks\x18\x12 \x01(\x04R\rdroppedChunks\"\x0f\n" +
 	"\rStatusRequest\"u\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -3623,7 +3836,7 @@ func file_kvloom_proto_rawDescGZIP() []byte {
 }
 
 var file_kvloom_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvloom_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_kvloom_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_kvloom_proto_goTypes = []any{
 	(Source)(0),                // 0: kvloom.v1.Source
 	(*PrepareRequest)(nil),     // 1: kvloom.v1.PrepareRequest
@@ -3632,101 +3845,104 @@ var file_kvloom_proto_goTypes = []any{
 	(*GPUBuffer)(nil),          // 4: kvloom.v1.GPUBuffer
 	(*Plan)(nil),               // 5: kvloom.v1.Plan
 	(*LayerReady)(nil),         // 6: kvloom.v1.LayerReady
-	(*PrepareDone)(nil),        // 7: kvloom.v1.PrepareDone
-	(*PrepareEvent)(nil),       // 8: kvloom.v1.PrepareEvent
-	(*LookupRequest)(nil),      // 9: kvloom.v1.LookupRequest
-	(*LookupResponse)(nil),     // 10: kvloom.v1.LookupResponse
-	(*ChunkSpan)(nil),          // 11: kvloom.v1.ChunkSpan
-	(*StoreHeader)(nil),        // 12: kvloom.v1.StoreHeader
-	(*StoreLayer)(nil),         // 13: kvloom.v1.StoreLayer
-	(*StoreRequest)(nil),       // 14: kvloom.v1.StoreRequest
-	(*StoreResponse)(nil),      // 15: kvloom.v1.StoreResponse
-	(*ReleaseRequest)(nil),     // 16: kvloom.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),    // 17: kvloom.v1.ReleaseResponse
-	(*EvictRequest)(nil),       // 18: kvloom.v1.EvictRequest
-	(*EvictResponse)(nil),      // 19: kvloom.v1.EvictResponse
-	(*PinRequest)(nil),         // 20: kvloom.v1.PinRequest
-	(*PinResponse)(nil),        // 21: kvloom.v1.PinResponse
-	(*HintRequest)(nil),        // 22: kvloom.v1.HintRequest
-	(*HintResponse)(nil),       // 23: kvloom.v1.HintResponse
-	(*StatsRequest)(nil),       // 24: kvloom.v1.StatsRequest
-	(*TierStats)(nil),          // 25: kvloom.v1.TierStats
-	(*HotEntry)(nil),           // 26: kvloom.v1.HotEntry
-	(*ControlStats)(nil),       // 27: kvloom.v1.ControlStats
-	(*StatsResponse)(nil),      // 28: kvloom.v1.StatsResponse
-	(*StatusRequest)(nil),      // 29: kvloom.v1.StatusRequest
-	(*Backend)(nil),            // 30: kvloom.v1.Backend
-	(*StatusResponse)(nil),     // 31: kvloom.v1.StatusResponse
-	(*DevicesRequest)(nil),     // 32: kvloom.v1.DevicesRequest
-	(*Device)(nil),             // 33: kvloom.v1.Device
-	(*DevicesResponse)(nil),    // 34: kvloom.v1.DevicesResponse
-	(*LoadImageRequest)(nil),   // 35: kvloom.v1.LoadImageRequest
-	(*LoadImageResponse)(nil),  // 36: kvloom.v1.LoadImageResponse
-	(*PingRequest)(nil),        // 37: kvloom.v1.PingRequest
-	(*PingResponse)(nil),       // 38: kvloom.v1.PingResponse
-	(*FetchChunkRequest)(nil),  // 39: kvloom.v1.FetchChunkRequest
-	(*ChunkMeta)(nil),          // 40: kvloom.v1.ChunkMeta
-	(*FetchChunkResponse)(nil), // 41: kvloom.v1.FetchChunkResponse
-	(*SyncRequest)(nil),        // 42: kvloom.v1.SyncRequest
-	(*IndexEntry)(nil),         // 43: kvloom.v1.IndexEntry
-	(*SyncResponse)(nil),       // 44: kvloom.v1.SyncResponse
-	(*HasChunksRequest)(nil),   // 45: kvloom.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),  // 46: kvloom.v1.HasChunksResponse
+	(*ChunkDropped)(nil),       // 7: kvloom.v1.ChunkDropped
+	(*PrepareDone)(nil),        // 8: kvloom.v1.PrepareDone
+	(*PrepareEvent)(nil),       // 9: kvloom.v1.PrepareEvent
+	(*LookupRequest)(nil),      // 10: kvloom.v1.LookupRequest
+	(*LookupResponse)(nil),     // 11: kvloom.v1.LookupResponse
+	(*ChunkSpan)(nil),          // 12: kvloom.v1.ChunkSpan
+	(*StoreHeader)(nil),        // 13: kvloom.v1.StoreHeader
+	(*StoreLayer)(nil),         // 14: kvloom.v1.StoreLayer
+	(*StoreRequest)(nil),       // 15: kvloom.v1.StoreRequest
+	(*StoreResponse)(nil),      // 16: kvloom.v1.StoreResponse
+	(*ReleaseRequest)(nil),     // 17: kvloom.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),    // 18: kvloom.v1.ReleaseResponse
+	(*EvictRequest)(nil),       // 19: kvloom.v1.EvictRequest
+	(*EvictResponse)(nil),      // 20: kvloom.v1.EvictResponse
+	(*PinRequest)(nil),         // 21: kvloom.v1.PinRequest
+	(*PinResponse)(nil),        // 22: kvloom.v1.PinResponse
+	(*HintRequest)(nil),        // 23: kvloom.v1.HintRequest
+	(*HintResponse)(nil),       // 24: kvloom.v1.HintResponse
+	(*StatsRequest)(nil),       // 25: kvloom.v1.StatsRequest
+	(*TierStats)(nil),          // 26: kvloom.v1.TierStats
+	(*HotEntry)(nil),           // 27: kvloom.v1.HotEntry
+	(*ControlStats)(nil),       // 28: kvloom.v1.ControlStats
+	(*StatsResponse)(nil),      // 29: kvloom.v1.StatsResponse
+	(*StatusRequest)(nil),      // 30: kvloom.v1.StatusRequest
+	(*Backend)(nil),            // 31: kvloom.v1.Backend
+	(*StatusResponse)(nil),     // 32: kvloom.v1.StatusResponse
+	(*DevicesRequest)(nil),     // 33: kvloom.v1.DevicesRequest
+	(*Device)(nil),             // 34: kvloom.v1.Device
+	(*DevicesResponse)(nil),    // 35: kvloom.v1.DevicesResponse
+	(*LoadImageRequest)(nil),   // 36: kvloom.v1.LoadImageRequest
+	(*LoadImageResponse)(nil),  // 37: kvloom.v1.LoadImageResponse
+	(*PingRequest)(nil),        // 38: kvloom.v1.PingRequest
+	(*PingResponse)(nil),       // 39: kvloom.v1.PingResponse
+	(*FetchChunkRequest)(nil),  // 40: kvloom.v1.FetchChunkRequest
+	(*ChunkMeta)(nil),          // 41: kvloom.v1.ChunkMeta
+	(*FetchChunkResponse)(nil), // 42: kvloom.v1.FetchChunkResponse
+	(*SyncRequest)(nil),        // 43: kvloom.v1.SyncRequest
+	(*IndexEntry)(nil),         // 44: kvloom.v1.IndexEntry
+	(*SyncResponse)(nil),       // 45: kvloom.v1.SyncResponse
+	(*HasChunksRequest)(nil),   // 46: kvloom.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),  // 47: kvloom.v1.HasChunksResponse
 }
 var file_kvloom_proto_depIdxs = []int32{
 	0,  // 0: kvloom.v1.Range.source:type_name -> kvloom.v1.Source
 	4,  // 1: kvloom.v1.Segment.gpu:type_name -> kvloom.v1.GPUBuffer
 	2,  // 2: kvloom.v1.Plan.ranges:type_name -> kvloom.v1.Range
 	3,  // 3: kvloom.v1.Plan.kv:type_name -> kvloom.v1.Segment
-	5,  // 4: kvloom.v1.PrepareEvent.plan:type_name -> kvloom.v1.Plan
-	6,  // 5: kvloom.v1.PrepareEvent.layer:type_name -> kvloom.v1.LayerReady
-	7,  // 6: kvloom.v1.PrepareEvent.done:type_name -> kvloom.v1.PrepareDone
-	2,  // 7: kvloom.v1.LookupResponse.ranges:type_name -> kvloom.v1.Range
-	11, // 8: kvloom.v1.StoreHeader.chunks:type_name -> kvloom.v1.ChunkSpan
-	12, // 9: kvloom.v1.StoreRequest.header:type_name -> kvloom.v1.StoreHeader
-	13, // 10: kvloom.v1.StoreRequest.layer:type_name -> kvloom.v1.StoreLayer
-	26, // 11: kvloom.v1.ControlStats.top:type_name -> kvloom.v1.HotEntry
-	25, // 12: kvloom.v1.StatsResponse.tiers:type_name -> kvloom.v1.TierStats
-	27, // 13: kvloom.v1.StatsResponse.control:type_name -> kvloom.v1.ControlStats
-	30, // 14: kvloom.v1.StatusResponse.backends:type_name -> kvloom.v1.Backend
-	33, // 15: kvloom.v1.DevicesResponse.devices:type_name -> kvloom.v1.Device
-	40, // 16: kvloom.v1.FetchChunkResponse.meta:type_name -> kvloom.v1.ChunkMeta
-	43, // 17: kvloom.v1.SyncResponse.entries:type_name -> kvloom.v1.IndexEntry
-	1,  // 18: kvloom.v1.KVLoom.Prepare:input_type -> kvloom.v1.PrepareRequest
-	9,  // 19: kvloom.v1.KVLoom.Lookup:input_type -> kvloom.v1.LookupRequest
-	14, // 20: kvloom.v1.KVLoom.Store:input_type -> kvloom.v1.StoreRequest
-	16, // 21: kvloom.v1.KVLoom.Release:input_type -> kvloom.v1.ReleaseRequest
-	18, // 22: kvloom.v1.KVLoom.Evict:input_type -> kvloom.v1.EvictRequest
-	20, // 23: kvloom.v1.KVLoom.Pin:input_type -> kvloom.v1.PinRequest
-	22, // 24: kvloom.v1.KVLoom.Hint:input_type -> kvloom.v1.HintRequest
-	24, // 25: kvloom.v1.KVLoom.Stats:input_type -> kvloom.v1.StatsRequest
-	29, // 26: kvloom.v1.KVLoom.Status:input_type -> kvloom.v1.StatusRequest
-	32, // 27: kvloom.v1.KVLoom.Devices:input_type -> kvloom.v1.DevicesRequest
-	35, // 28: kvloom.v1.KVLoom.LoadImage:input_type -> kvloom.v1.LoadImageRequest
-	37, // 29: kvloom.v1.KVLoom.Ping:input_type -> kvloom.v1.PingRequest
-	39, // 30: kvloom.v1.Peer.FetchChunk:input_type -> kvloom.v1.FetchChunkRequest
-	42, // 31: kvloom.v1.Peer.Sync:input_type -> kvloom.v1.SyncRequest
-	45, // 32: kvloom.v1.Peer.HasChunks:input_type -> kvloom.v1.HasChunksRequest
-	8,  // 33: kvloom.v1.KVLoom.Prepare:output_type -> kvloom.v1.PrepareEvent
-	10, // 34: kvloom.v1.KVLoom.Lookup:output_type -> kvloom.v1.LookupResponse
-	15, // 35: kvloom.v1.KVLoom.Store:output_type -> kvloom.v1.StoreResponse
-	17, // 36: kvloom.v1.KVLoom.Release:output_type -> kvloom.v1.ReleaseResponse
-	19, // 37: kvloom.v1.KVLoom.Evict:output_type -> kvloom.v1.EvictResponse
-	21, // 38: kvloom.v1.KVLoom.Pin:output_type -> kvloom.v1.PinResponse
-	23, // 39: kvloom.v1.KVLoom.Hint:output_type -> kvloom.v1.HintResponse
-	28, // 40: kvloom.v1.KVLoom.Stats:output_type -> kvloom.v1.StatsResponse
-	31, // 41: kvloom.v1.KVLoom.Status:output_type -> kvloom.v1.StatusResponse
-	34, // 42: kvloom.v1.KVLoom.Devices:output_type -> kvloom.v1.DevicesResponse
-	36, // 43: kvloom.v1.KVLoom.LoadImage:output_type -> kvloom.v1.LoadImageResponse
-	38, // 44: kvloom.v1.KVLoom.Ping:output_type -> kvloom.v1.PingResponse
-	41, // 45: kvloom.v1.Peer.FetchChunk:output_type -> kvloom.v1.FetchChunkResponse
-	44, // 46: kvloom.v1.Peer.Sync:output_type -> kvloom.v1.SyncResponse
-	46, // 47: kvloom.v1.Peer.HasChunks:output_type -> kvloom.v1.HasChunksResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	2,  // 4: kvloom.v1.ChunkDropped.ranges:type_name -> kvloom.v1.Range
+	5,  // 5: kvloom.v1.PrepareEvent.plan:type_name -> kvloom.v1.Plan
+	6,  // 6: kvloom.v1.PrepareEvent.layer:type_name -> kvloom.v1.LayerReady
+	8,  // 7: kvloom.v1.PrepareEvent.done:type_name -> kvloom.v1.PrepareDone
+	7,  // 8: kvloom.v1.PrepareEvent.dropped:type_name -> kvloom.v1.ChunkDropped
+	2,  // 9: kvloom.v1.LookupResponse.ranges:type_name -> kvloom.v1.Range
+	12, // 10: kvloom.v1.StoreHeader.chunks:type_name -> kvloom.v1.ChunkSpan
+	13, // 11: kvloom.v1.StoreRequest.header:type_name -> kvloom.v1.StoreHeader
+	14, // 12: kvloom.v1.StoreRequest.layer:type_name -> kvloom.v1.StoreLayer
+	27, // 13: kvloom.v1.ControlStats.top:type_name -> kvloom.v1.HotEntry
+	26, // 14: kvloom.v1.StatsResponse.tiers:type_name -> kvloom.v1.TierStats
+	28, // 15: kvloom.v1.StatsResponse.control:type_name -> kvloom.v1.ControlStats
+	31, // 16: kvloom.v1.StatusResponse.backends:type_name -> kvloom.v1.Backend
+	34, // 17: kvloom.v1.DevicesResponse.devices:type_name -> kvloom.v1.Device
+	41, // 18: kvloom.v1.FetchChunkResponse.meta:type_name -> kvloom.v1.ChunkMeta
+	44, // 19: kvloom.v1.SyncResponse.entries:type_name -> kvloom.v1.IndexEntry
+	1,  // 20: kvloom.v1.KVLoom.Prepare:input_type -> kvloom.v1.PrepareRequest
+	10, // 21: kvloom.v1.KVLoom.Lookup:input_type -> kvloom.v1.LookupRequest
+	15, // 22: kvloom.v1.KVLoom.Store:input_type -> kvloom.v1.StoreRequest
+	17, // 23: kvloom.v1.KVLoom.Release:input_type -> kvloom.v1.ReleaseRequest
+	19, // 24: kvloom.v1.KVLoom.Evict:input_type -> kvloom.v1.EvictRequest
+	21, // 25: kvloom.v1.KVLoom.Pin:input_type -> kvloom.v1.PinRequest
+	23, // 26: kvloom.v1.KVLoom.Hint:input_type -> kvloom.v1.HintRequest
+	25, // 27: kvloom.v1.KVLoom.Stats:input_type -> kvloom.v1.StatsRequest
+	30, // 28: kvloom.v1.KVLoom.Status:input_type -> kvloom.v1.StatusRequest
+	33, // 29: kvloom.v1.KVLoom.Devices:input_type -> kvloom.v1.DevicesRequest
+	36, // 30: kvloom.v1.KVLoom.LoadImage:input_type -> kvloom.v1.LoadImageRequest
+	38, // 31: kvloom.v1.KVLoom.Ping:input_type -> kvloom.v1.PingRequest
+	40, // 32: kvloom.v1.Peer.FetchChunk:input_type -> kvloom.v1.FetchChunkRequest
+	43, // 33: kvloom.v1.Peer.Sync:input_type -> kvloom.v1.SyncRequest
+	46, // 34: kvloom.v1.Peer.HasChunks:input_type -> kvloom.v1.HasChunksRequest
+	9,  // 35: kvloom.v1.KVLoom.Prepare:output_type -> kvloom.v1.PrepareEvent
+	11, // 36: kvloom.v1.KVLoom.Lookup:output_type -> kvloom.v1.LookupResponse
+	16, // 37: kvloom.v1.KVLoom.Store:output_type -> kvloom.v1.StoreResponse
+	18, // 38: kvloom.v1.KVLoom.Release:output_type -> kvloom.v1.ReleaseResponse
+	20, // 39: kvloom.v1.KVLoom.Evict:output_type -> kvloom.v1.EvictResponse
+	22, // 40: kvloom.v1.KVLoom.Pin:output_type -> kvloom.v1.PinResponse
+	24, // 41: kvloom.v1.KVLoom.Hint:output_type -> kvloom.v1.HintResponse
+	29, // 42: kvloom.v1.KVLoom.Stats:output_type -> kvloom.v1.StatsResponse
+	32, // 43: kvloom.v1.KVLoom.Status:output_type -> kvloom.v1.StatusResponse
+	35, // 44: kvloom.v1.KVLoom.Devices:output_type -> kvloom.v1.DevicesResponse
+	37, // 45: kvloom.v1.KVLoom.LoadImage:output_type -> kvloom.v1.LoadImageResponse
+	39, // 46: kvloom.v1.KVLoom.Ping:output_type -> kvloom.v1.PingResponse
+	42, // 47: kvloom.v1.Peer.FetchChunk:output_type -> kvloom.v1.FetchChunkResponse
+	45, // 48: kvloom.v1.Peer.Sync:output_type -> kvloom.v1.SyncResponse
+	47, // 49: kvloom.v1.Peer.HasChunks:output_type -> kvloom.v1.HasChunksResponse
+	35, // [35:50] is the sub-list for method output_type
+	20, // [20:35] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kvloom_proto_init() }
@@ -3734,12 +3950,13 @@ func file_kvloom_proto_init() {
 	if File_kvloom_proto != nil {
 		return
 	}
-	file_kvloom_proto_msgTypes[7].OneofWrappers = []any{
+	file_kvloom_proto_msgTypes[8].OneofWrappers = []any{
 		(*PrepareEvent_Plan)(nil),
 		(*PrepareEvent_Layer)(nil),
 		(*PrepareEvent_Done)(nil),
+		(*PrepareEvent_Dropped)(nil),
 	}
-	file_kvloom_proto_msgTypes[13].OneofWrappers = []any{
+	file_kvloom_proto_msgTypes[14].OneofWrappers = []any{
 		(*StoreRequest_Header)(nil),
 		(*StoreRequest_Layer)(nil),
 	}
@@ -3749,7 +3966,7 @@ func file_kvloom_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvloom_proto_rawDesc), len(file_kvloom_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
