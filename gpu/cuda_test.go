@@ -88,14 +88,7 @@ func openFakeCUDA(t testing.TB, lib string, opts CUDAOptions) *CUDADMA {
 	if err != nil {
 		t.Fatalf("OpenCUDA on the fake driver: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if n := d.Pool().InUse(); n != 0 {
-			t.Errorf("%d pool buffers not returned", n)
-		}
-	})
+	closeAtEnd(t, d)
 	return d
 }
 
@@ -137,19 +130,10 @@ func TestCUDABackendOnFakeDriver(t *testing.T) {
 		clear(src) // the caller may reuse src as soon as CopyLayer returns
 		ts = append(ts, tr)
 	}
+	checkLanded(t, d, buf, ts, want)
 	for l, tr := range ts {
-		if err := tr.Wait(ctx); err != nil {
-			t.Fatalf("layer %d: %v", l, err)
-		}
 		if tr.Elapsed() <= 0 {
 			t.Errorf("layer %d: no device time recorded", l)
-		}
-		got := make([]byte, layerBytes)
-		if err := d.ReadLayer(ctx, buf, l, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want[l]) {
-			t.Fatalf("layer %d differs after the round trip through the driver", l)
 		}
 	}
 	st := fake.snapshot().minus(before)
@@ -463,21 +447,9 @@ func BenchmarkCUDAPathOverhead(b *testing.B) {
 				fillPool(b, d, src)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
+				op := layerCopy{d: d, buf: buf, path: path, src: src, size: size}
 				for b.Loop() {
-					var tr *Transfer
-					if path == "pageable" {
-						tr, err = d.CopyLayer(ctx, buf, 0, src)
-					} else {
-						var hb *HostBuffer
-						if hb, err = d.AllocHost(ctx, size); err != nil {
-							b.Fatal(err)
-						}
-						tr, err = d.CopyHost(ctx, buf, 0, hb)
-					}
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := tr.Wait(ctx); err != nil {
+					if err := op.run(ctx); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -15,6 +15,88 @@ type pooledDMA interface {
 	Pool() *HostPool
 }
 
+// layerCopy is the DMA benchmarks' operation: a layer moved to layer 0 of
+// buf and waited for, by path: "pageable" copies src with CopyLayer,
+// "pinned-pool" hands over a pool buffer of size bytes (fillPool wrote
+// them, as a stitcher would) with CopyHost.
+type layerCopy struct {
+	d    pooledDMA
+	buf  *Buffer
+	path string
+	src  []byte
+	size int
+}
+
+func (c layerCopy) run(ctx context.Context) error {
+	var tr *Transfer
+	var err error
+	if c.path == "pageable" {
+		tr, err = c.d.CopyLayer(ctx, c.buf, 0, c.src)
+	} else {
+		var hb *HostBuffer
+		if hb, err = c.d.AllocHost(ctx, c.size); err != nil {
+			return err
+		}
+		tr, err = c.d.CopyHost(ctx, c.buf, 0, hb)
+	}
+	if err != nil {
+		return err
+	}
+	return tr.Wait(ctx)
+}
+
+// closeAtEnd closes d when the test ends and checks that every pool
+// buffer came back.
+func closeAtEnd(t testing.TB, d pooledDMA) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if n := d.Pool().InUse(); n != 0 {
+			t.Errorf("%d pool buffers not returned", n)
+		}
+	})
+}
+
+// allocFreed allocates a device buffer that is freed when the test ends
+// (before closeAtEnd's Close, which was registered first).
+func allocFreed(t testing.TB, d DMA, layers int, layerBytes int64) *Buffer {
+	t.Helper()
+	buf, err := d.Alloc(t.Context(), layers, layerBytes)
+	if err != nil {
+		t.Fatalf("Alloc %d × %d bytes: %v", layers, layerBytes, err)
+	}
+	t.Cleanup(func() {
+		if err := d.Free(buf); err != nil {
+			t.Errorf("Free: %v", err)
+		}
+	})
+	return buf
+}
+
+// checkLanded waits for each transfer (nil where none was made) and checks
+// that its layer reads back from the device as want[l].
+func checkLanded(t testing.TB, d DMA, buf *Buffer, ts []*Transfer, want [][]byte) {
+	t.Helper()
+	ctx := t.Context()
+	for l, tr := range ts {
+		if tr == nil {
+			continue
+		}
+		if err := tr.Wait(ctx); err != nil {
+			t.Fatalf("layer %d: %v", l, err)
+		}
+		got := make([]byte, len(want[l]))
+		if err := d.ReadLayer(ctx, buf, l, got); err != nil {
+			t.Fatalf("read back layer %d: %v", l, err)
+		}
+		if !bytes.Equal(got, want[l]) {
+			t.Fatalf("layer %d differs on the device", l)
+		}
+	}
+}
+
 // testHostBufferContract checks the zero-copy path's promises on any
 // backend: the bytes land, CopyHost takes the buffer in every case (it is
 // back in the pool after a failed call, and after the copy), a buffer is
@@ -23,15 +105,7 @@ type pooledDMA interface {
 func testHostBufferContract(t *testing.T, d, other pooledDMA) {
 	ctx := t.Context()
 	const n = 64<<10 + 3
-	buf, err := d.Alloc(ctx, 2, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.Free(buf); err != nil {
-			t.Error(err)
-		}
-	}()
+	buf := allocFreed(t, d, 2, n)
 	back := func(what string) {
 		t.Helper()
 		waitFor(t, func() bool { return d.Pool().InUse() == 0 }, what)
@@ -139,15 +213,7 @@ func testHostBufferContract(t *testing.T, d, other pooledDMA) {
 // that was handed over lands intact and the pool ends empty.
 func testStitchPipeline(t *testing.T, d pooledDMA, layers, layerBytes int) {
 	ctx := t.Context()
-	buf, err := d.Alloc(ctx, layers, int64(layerBytes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.Free(buf); err != nil {
-			t.Error(err)
-		}
-	}()
+	buf := allocFreed(t, d, layers, int64(layerBytes))
 	want := make([][]byte, layers)
 	for l := range want {
 		want[l] = randomBytes(uint64(l)+300, layerBytes)
@@ -181,21 +247,7 @@ func testStitchPipeline(t *testing.T, d pooledDMA, layers, layerBytes int) {
 		})
 	}
 	wg.Wait()
-	for l, tr := range ts {
-		if tr == nil {
-			continue
-		}
-		if err := tr.Wait(ctx); err != nil {
-			t.Fatalf("layer %d: %v", l, err)
-		}
-		got := make([]byte, layerBytes)
-		if err := d.ReadLayer(ctx, buf, l, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want[l]) {
-			t.Fatalf("layer %d differs on the device", l)
-		}
-	}
+	checkLanded(t, d, buf, ts, want)
 	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "every pool buffer returns")
 }
 

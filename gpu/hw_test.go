@@ -8,7 +8,6 @@ package gpu
 // BenchmarkHWStagingSweep.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -102,14 +101,7 @@ func openHWCUDA(t testing.TB, opts CUDAOptions) *CUDADMA {
 	if err != nil {
 		t.Fatalf("OpenCUDA on a GPU machine: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if n := d.Pool().InUse(); n != 0 {
-			t.Errorf("%d pinned pool buffers not returned", n)
-		}
-	})
+	closeAtEnd(t, d)
 	return d
 }
 
@@ -120,36 +112,20 @@ func TestHWCUDACopyLayers(t *testing.T) {
 	d := openHWCUDA(t, CUDAOptions{})
 	t.Logf("device: %+v; pool %d MiB, chunks ≤ %d KiB, %d staging workers", d.Info(), d.Pool().Size()>>20, d.stage.maxChunk>>10, d.stage.workers)
 	const layers, layerBytes = 8, 48<<20 + 4096
-	buf, err := d.Alloc(ctx, layers, layerBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.Free(buf); err != nil {
-			t.Error(err)
-		}
-	}()
+	buf := allocFreed(t, d, layers, layerBytes)
 	want := make([][]byte, layers)
 	ts := make([]*Transfer, layers)
 	for l := range layers {
 		want[l] = randomBytes(uint64(l), layerBytes)
+		var err error
 		if ts[l], err = d.CopyLayer(ctx, buf, l, want[l]); err != nil {
 			t.Fatal(err)
 		}
 	}
+	checkLanded(t, d, buf, ts, want)
 	for l, tr := range ts {
-		if err := tr.Wait(ctx); err != nil {
-			t.Fatalf("layer %d: %v", l, err)
-		}
 		if tr.Elapsed() <= 0 {
 			t.Errorf("layer %d: no device time recorded", l)
-		}
-		got := make([]byte, layerBytes)
-		if err := d.ReadLayer(ctx, buf, l, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want[l]) {
-			t.Fatalf("layer %d differs after the round trip through the GPU", l)
 		}
 	}
 	if n := d.Events(); n > eventsAtOpen+d.Pool().Size()/minChunk+layers {
@@ -172,19 +148,11 @@ func TestHWCUDAZeroCopy(t *testing.T) {
 // memory gives every buffer back once the device finishes what it had.
 func TestHWCUDACancellation(t *testing.T) {
 	d := openHWCUDA(t, CUDAOptions{PoolBytes: 2 << 20, ChunkBytes: 1 << 20})
-	buf, err := d.Alloc(t.Context(), 1, 512<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.Free(buf); err != nil {
-			t.Error(err)
-		}
-	}()
+	buf := allocFreed(t, d, 1, 512<<20)
 	src := randomBytes(7, 512<<20)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Millisecond)
 	defer cancel()
-	_, err = d.CopyLayer(ctx, buf, 0, src)
+	_, err := d.CopyLayer(ctx, buf, 0, src)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CopyLayer under a 2 ms deadline: %v", err)
 	}
@@ -297,21 +265,9 @@ func benchHostToDevice(b *testing.B, d *CUDADMA, topo *Topology, size int, path 
 	}
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
+	op := layerCopy{d: d, buf: buf, path: path, src: src, size: size}
 	for b.Loop() {
-		var tr *Transfer
-		if path == "pageable" {
-			tr, err = d.CopyLayer(ctx, buf, 0, src)
-		} else {
-			var hb *HostBuffer
-			if hb, err = d.AllocHost(ctx, size); err != nil {
-				b.Fatal(err)
-			}
-			tr, err = d.CopyHost(ctx, buf, 0, hb)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := tr.Wait(ctx); err != nil {
+		if err := op.run(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -36,14 +36,7 @@ func newSim(t testing.TB, opts SimOptions) *SimDMA {
 	if err != nil {
 		t.Fatalf("NewSim: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if n := d.Pool().InUse(); n != 0 {
-			t.Errorf("%d staging buffers never came back", n)
-		}
-	})
+	closeAtEnd(t, d)
 	return d
 }
 
@@ -65,18 +58,7 @@ func TestSimDMACopiesBytes(t *testing.T) {
 		}
 		clear(src) // the caller may reuse src as soon as CopyLayer returns
 	}
-	for l, tr := range ts {
-		if err := tr.Wait(ctx); err != nil {
-			t.Fatalf("layer %d: %v", l, err)
-		}
-		got := make([]byte, layerBytes)
-		if err := d.ReadLayer(ctx, buf, l, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want[l]) {
-			t.Fatalf("layer %d differs on the device", l)
-		}
-	}
+	checkLanded(t, d, buf, ts, want)
 	if err := d.Free(buf); err != nil {
 		t.Fatal(err)
 	}
@@ -386,21 +368,9 @@ func BenchmarkSimDMA(b *testing.B) {
 				fillPool(b, d, src)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
+				op := layerCopy{d: d, buf: buf, path: path, src: src, size: size}
 				for b.Loop() {
-					var tr *Transfer
-					if path == "pageable" {
-						tr, err = d.CopyLayer(ctx, buf, 0, src)
-					} else {
-						var hb *HostBuffer
-						if hb, err = d.AllocHost(ctx, size); err != nil {
-							b.Fatal(err)
-						}
-						tr, err = d.CopyHost(ctx, buf, 0, hb)
-					}
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := tr.Wait(ctx); err != nil {
+					if err := op.run(ctx); err != nil {
 						b.Fatal(err)
 					}
 				}

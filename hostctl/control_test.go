@@ -1,7 +1,6 @@
 package hostctl
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"testing"
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kvloom/kvloom/hostctl/api"
-	"github.com/kvloom/kvloom/kvcache"
 	"github.com/kvloom/kvloom/matcher"
 )
 
@@ -239,31 +237,7 @@ func TestHotSpanMaterialized(t *testing.T) {
 	if pa <= 0 {
 		t.Fatalf("the reused run is not inside a (at %d)", pa)
 	}
-	orig := m.prefill(t, a)
-	mp, err := MapSegment(res.Plan.Kv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mp.Close()
-	spec, _ := kvcache.Preset("stories260K")
-	rot, err := kvcache.NewRotator(&spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for l := range orig.Shape().Layers {
-		for i := range run {
-			if !bytes.Equal(mp.KV.Row(l, true, int(r.Start)+i), orig.Row(l, true, pa+i)) {
-				t.Fatalf("layer %d span token %d: V is not a's", l, i)
-			}
-			k := slices.Clone(orig.Row(l, false, pa+i))
-			if err := rot.Rotate(k, kvcache.F32, int(r.Start)-pa, 1); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(mp.KV.Row(l, false, int(r.Start)+i), k) {
-				t.Fatalf("layer %d span token %d: K is not a's key re-rotated by %d", l, i, int(r.Start)-pa)
-			}
-		}
-	}
+	checkMovedRows(t, res.Plan.Kv, m.prefill(t, a), rowMove{from: pa, to: int(r.Start), n: len(run)})
 	// Another tenant's identical prompt finds nothing.
 	lk, err := dt.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: b})
 	if err != nil || lk.ReusableTokens != 0 {

@@ -212,8 +212,19 @@ func TestChunkReuseAnywhere(t *testing.T) {
 	}
 	// The chunk's V rows are its own prefill's (V is not rotated); its K
 	// rows are the same keys moved to the new positions.
-	orig := m.prefill(t, toks)
-	mp, err := MapSegment(p.Kv)
+	checkMovedRows(t, p.Kv, m.prefill(t, toks), rowMove{from: len(head), to: len(head2), n: len(doc)})
+}
+
+// rowMove is a run of n tokens whose KV the daemon reused at another
+// position: prefilled at from, placed at to.
+type rowMove struct{ from, to, n int }
+
+// checkMovedRows checks that seg holds orig's rows of mv at their new
+// place: V rows as they were (V is not rotated), K rows the same keys
+// re-rotated by to-from positions.
+func checkMovedRows(t *testing.T, seg *api.Segment, orig *kvcache.KV, mv rowMove) {
+	t.Helper()
+	mp, err := MapSegment(seg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,16 +235,16 @@ func TestChunkReuseAnywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	for l := range orig.Shape().Layers {
-		for i := range doc {
-			if !bytes.Equal(mp.KV.Row(l, true, len(head2)+i), orig.Row(l, true, len(head)+i)) {
-				t.Fatalf("layer %d chunk token %d: V differs from the stored chunk", l, i)
+		for i := range mv.n {
+			if !bytes.Equal(mp.KV.Row(l, true, mv.to+i), orig.Row(l, true, mv.from+i)) {
+				t.Fatalf("layer %d token %d of the run at %d: V is not the prefill's at %d", l, i, mv.to, mv.from)
 			}
-			k := slices.Clone(orig.Row(l, false, len(head)+i))
-			if err := rot.Rotate(k, kvcache.F32, len(head2)-len(head), 1); err != nil {
+			k := slices.Clone(orig.Row(l, false, mv.from+i))
+			if err := rot.Rotate(k, kvcache.F32, mv.to-mv.from, 1); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(mp.KV.Row(l, false, len(head2)+i), k) {
-				t.Fatalf("layer %d chunk token %d: K is not the stored key re-rotated", l, i)
+			if !bytes.Equal(mp.KV.Row(l, false, mv.to+i), k) {
+				t.Fatalf("layer %d token %d of the run at %d: K is not the prefill's key re-rotated by %d", l, i, mv.to, mv.to-mv.from)
 			}
 		}
 	}

@@ -96,15 +96,13 @@ func F16FromFloat32(f float32) uint16 {
 		}
 		return sign | uint16(roundShiftRNE(mant|0x800000, shift))
 	}
-	v := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && v&1 == 1) {
-		v++ // may carry into the exponent, up to 0x7c00 = Inf: correct
-	}
-	return sign | uint16(v)
+	// The rounding may carry into the exponent, up to 0x7c00 = Inf: correct.
+	return sign | uint16(roundShiftRNE(uint32(e)<<23|mant, 23-10))
 }
 
-// roundShiftRNE returns m >> shift rounded to nearest, ties to even (shift ≥ 1).
+// roundShiftRNE returns m >> shift rounded to nearest, ties to even (shift ≥ 1):
+// a subnormal's significand, or a normal's exponent and mantissa together
+// (e<<23 | mant), so that a carry out of the mantissa bumps the exponent.
 func roundShiftRNE(m uint32, shift uint) uint32 {
 	q := m >> shift
 	rem := m & (1<<shift - 1)
@@ -174,12 +172,7 @@ func FP8E4M3FromFloat32(f float32) uint8 {
 		}
 		return sign | uint8(roundShiftRNE(mant|0x800000, shift))
 	}
-	v := uint32(e)<<3 | mant>>20
-	rem := mant & 0xfffff
-	if rem > 0x80000 || (rem == 0x80000 && v&1 == 1) {
-		v++
-	}
-	return sign | uint8(min(v, 0x7e))
+	return sign | uint8(min(roundShiftRNE(uint32(e)<<23|mant, 23-3), 0x7e))
 }
 
 // fp8Table maps every FP8 E4M3 byte to its float32 value.

@@ -52,15 +52,101 @@ func (c *Chunk) Close() error { return nil }
 // BlobReader reads a blob held whole in memory (a buffer or a mapped file)
 // without copying: each layer is checked (CRC32C) and decoded on first use.
 type BlobReader struct {
+	layerCache
+	blob []byte
+}
+
+// layerCache is what every blob reader keeps: the header, the decoded
+// layers until Close, and Close itself (DecodeOptions.Release, once).
+type layerCache struct {
 	h       *Header
 	codec   Codec
-	blob    []byte
 	rng     LayerRange
 	release func() error
 
-	mu      sync.Mutex
+	mu      sync.Mutex // guards decoded and closed; StreamReader's stream too
 	decoded [][]byte
 	closed  bool
+}
+
+// Header is the chunk's parsed header.
+func (c *layerCache) Header() *Header { return c.h }
+
+// Info implements ChunkReader.
+func (c *layerCache) Info() *ChunkInfo { return &c.h.ChunkInfo }
+
+// Available implements ChunkReader.
+func (c *layerCache) Available() LayerRange { return c.rng }
+
+// cached returns layer l if it is decoded already (nil if not yet), or
+// why it cannot be had: out of range, or the reader closed.
+func (c *layerCache) cached(l int) ([]byte, error) {
+	if err := c.checkRange(l); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, c.closedErr(l)
+	}
+	return c.decoded[l], nil
+}
+
+func (c *layerCache) checkRange(l int) error {
+	if !c.rng.Contains(l) {
+		return fmt.Errorf("blob %v: layer %d not in [%d, %d): %w", c.h.Key, l, c.rng.Start, c.rng.End, ErrLayerRange)
+	}
+	return nil
+}
+
+func (c *layerCache) closedErr(l int) error {
+	return fmt.Errorf("blob %v: layer %d: %w", c.h.Key, l, errClosed)
+}
+
+// keep stores d, decoded outside the lock, as layer l. If a concurrent
+// call decoded l first, its bytes win, so that every caller sees the same
+// slice.
+func (c *layerCache) keep(l int, d []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, c.closedErr(l)
+	}
+	if prev := c.decoded[l]; prev != nil {
+		return prev, nil
+	}
+	c.decoded[l] = d
+	return d, nil
+}
+
+func (c *layerCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	c.decoded = nil
+	if c.release != nil {
+		return c.release()
+	}
+	return nil
+}
+
+// init sets c up for h: its codec from opts.Codecs, the layers opts asks
+// for, and opts.Release.
+func (c *layerCache) init(h *Header, opts DecodeOptions) error {
+	codec, err := opts.Codecs.Lookup(h.Codec)
+	if err != nil {
+		return err
+	}
+	rng, err := opts.Layers.resolve(h.Shape.Layers)
+	if err != nil {
+		return err
+	}
+	c.h, c.codec, c.rng, c.release = h, codec, rng, opts.Release
+	c.decoded = make([][]byte, h.Shape.Layers)
+	return nil
 }
 
 // OpenBlob parses b's header and returns a reader over its layers. b must be
@@ -78,12 +164,8 @@ func OpenBlob(b []byte, opts DecodeOptions) (*BlobReader, error) {
 	if int64(len(b)) > h.Size {
 		return nil, fmt.Errorf("blob: %d bytes, header declares %d (%d trailing): %w", len(b), h.Size, int64(len(b))-h.Size, ErrOversized)
 	}
-	codec, err := opts.Codecs.Lookup(h.Codec)
-	if err != nil {
-		return nil, err
-	}
-	rng, err := opts.Layers.resolve(h.Shape.Layers)
-	if err != nil {
+	r := &BlobReader{blob: b}
+	if err := r.init(h, opts); err != nil {
 		return nil, err
 	}
 	prevEnd := int64(h.MetaSize)
@@ -93,68 +175,28 @@ func OpenBlob(b []byte, opts DecodeOptions) (*BlobReader, error) {
 		}
 		prevEnd = e.Offset + e.Length
 	}
-	return &BlobReader{h: h, codec: codec, blob: b, rng: rng, release: opts.Release, decoded: make([][]byte, h.Shape.Layers)}, nil
+	return r, nil
 }
-
-// Header is the parsed header.
-func (r *BlobReader) Header() *Header { return r.h }
-
-// Info implements ChunkReader.
-func (r *BlobReader) Info() *ChunkInfo { return &r.h.ChunkInfo }
-
-// Available implements ChunkReader.
-func (r *BlobReader) Available() LayerRange { return r.rng }
 
 // Layer implements ChunkReader.
 func (r *BlobReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !r.rng.Contains(l) {
-		return nil, fmt.Errorf("blob %v: layer %d not in [%d, %d): %w", r.h.Key, l, r.rng.Start, r.rng.End, ErrLayerRange)
+	if d, err := r.cached(l); d != nil || err != nil {
+		return d, err
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("blob %v: layer %d: %w", r.h.Key, l, errClosed)
-	}
-	if d := r.decoded[l]; d != nil {
-		r.mu.Unlock()
-		return d, nil
-	}
-	r.mu.Unlock()
 	// Verify and decode outside the lock: other layers need not wait.
 	e := r.h.Table[l]
 	d, err := r.h.DecodeLayer(r.codec, l, r.blob[e.Offset:e.Offset+e.Length:e.Offset+e.Length], nil)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, fmt.Errorf("blob %v: layer %d: %w", r.h.Key, l, errClosed)
-	}
-	if prev := r.decoded[l]; prev != nil {
-		return prev, nil
-	}
-	r.decoded[l] = d
-	return d, nil
+	return r.keep(l, d)
 }
 
 // Close implements ChunkReader, calling DecodeOptions.Release once.
-func (r *BlobReader) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	r.decoded = nil
-	if r.release != nil {
-		return r.release()
-	}
-	return nil
-}
+func (r *BlobReader) Close() error { return r.close() }
 
 var errClosed = errors.New("reader closed")
 
@@ -168,20 +210,14 @@ const streamPiece = 16 << 10
 // while its bytes are still in cache, so layer 0 is usable before layer 1
 // has arrived. Layers outside DecodeOptions.Layers are skipped unread.
 type StreamReader struct {
-	h       *Header
-	codec   Codec
-	rng     LayerRange
-	release func() error
+	layerCache // its mu also guards the fields below
 
-	mu      sync.Mutex
-	r       io.Reader
-	pos     int64 // bytes consumed from the start of the blob
-	next    int   // next layer to read from r
-	decoded [][]byte
-	arena   []byte // caller-provided buffer for raw payloads
-	bounce  []byte // streamPiece bytes the stream is read through
-	err     error  // sticky: a stream cannot resume after a failure
-	closed  bool
+	r      io.Reader
+	pos    int64  // bytes consumed from the start of the blob
+	next   int    // next layer to read from r
+	arena  []byte // caller-provided buffer for raw payloads
+	bounce []byte // streamPiece bytes the stream is read through
+	err    error  // sticky: a stream cannot resume after a failure
 }
 
 // NewStreamReader reads and checks the header from r; payloads are read on
@@ -192,36 +228,22 @@ func NewStreamReader(r io.Reader, opts DecodeOptions) (*StreamReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	codec, err := opts.Codecs.Lookup(h.Codec)
-	if err != nil {
+	s := &StreamReader{r: r, pos: int64(h.MetaSize), arena: opts.Buffer}
+	if err := s.init(h, opts); err != nil {
 		return nil, err
 	}
-	rng, err := opts.Layers.resolve(h.Shape.Layers)
-	if err != nil {
-		return nil, err
-	}
-	return &StreamReader{h: h, codec: codec, rng: rng, release: opts.Release, r: r, pos: int64(h.MetaSize),
-		decoded: make([][]byte, h.Shape.Layers), arena: opts.Buffer}, nil
+	return s, nil
 }
-
-// Header is the parsed header.
-func (s *StreamReader) Header() *Header { return s.h }
-
-// Info implements ChunkReader.
-func (s *StreamReader) Info() *ChunkInfo { return &s.h.ChunkInfo }
-
-// Available implements ChunkReader.
-func (s *StreamReader) Available() LayerRange { return s.rng }
 
 // Layer implements ChunkReader.
 func (s *StreamReader) Layer(ctx context.Context, l int) ([]byte, error) {
-	if !s.rng.Contains(l) {
-		return nil, fmt.Errorf("blob %v: layer %d not in [%d, %d): %w", s.h.Key, l, s.rng.Start, s.rng.End, ErrLayerRange)
+	if err := s.checkRange(l); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, fmt.Errorf("blob %v: layer %d: %w", s.h.Key, l, errClosed)
+		return nil, s.closedErr(l)
 	}
 	for s.next <= l {
 		if s.err != nil {
@@ -334,19 +356,7 @@ func (s *StreamReader) readNext(ctx context.Context) error {
 }
 
 // Close implements ChunkReader, calling DecodeOptions.Release once.
-func (s *StreamReader) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	s.decoded = nil
-	if s.release != nil {
-		return s.release()
-	}
-	return nil
-}
+func (s *StreamReader) Close() error { return s.close() }
 
 // ReadChunk reads a whole blob from r into a Chunk (all layers, or those of
 // opts.Layers with the others nil).
@@ -387,15 +397,8 @@ type LayerFetcher func(ctx context.Context, l int) ([]byte, error)
 // that stores the header and each layer separately returns. Each layer is
 // fetched once, checked against the header (length, CRC32C) and decoded.
 type FetchReader struct {
-	h       *Header
-	codec   Codec
-	rng     LayerRange
-	fetch   LayerFetcher
-	release func() error
-
-	mu      sync.Mutex
-	decoded [][]byte
-	closed  bool
+	layerCache
+	fetch LayerFetcher
 }
 
 var _ ChunkReader = (*FetchReader)(nil)
@@ -414,42 +417,19 @@ func NewFetchReader(h *Header, fetch LayerFetcher, opts DecodeOptions) (*FetchRe
 	if s := opts.Salt; s != nil && s.ID() != h.SaltID {
 		return nil, fmt.Errorf("fetch reader: salt id %016x, want %016x: %w", h.SaltID, s.ID(), ErrSaltMismatch)
 	}
-	codec, err := opts.Codecs.Lookup(h.Codec)
-	if err != nil {
+	r := &FetchReader{fetch: fetch}
+	if err := r.init(h, opts); err != nil {
 		return nil, err
 	}
-	rng, err := opts.Layers.resolve(h.Shape.Layers)
-	if err != nil {
-		return nil, err
-	}
-	return &FetchReader{h: h, codec: codec, rng: rng, fetch: fetch, release: opts.Release, decoded: make([][]byte, h.Shape.Layers)}, nil
+	return r, nil
 }
-
-// Header is the chunk's header.
-func (r *FetchReader) Header() *Header { return r.h }
-
-// Info implements ChunkReader.
-func (r *FetchReader) Info() *ChunkInfo { return &r.h.ChunkInfo }
-
-// Available implements ChunkReader.
-func (r *FetchReader) Available() LayerRange { return r.rng }
 
 // Layer implements ChunkReader. Concurrent calls for different layers fetch
 // in parallel.
 func (r *FetchReader) Layer(ctx context.Context, l int) ([]byte, error) {
-	if !r.rng.Contains(l) {
-		return nil, fmt.Errorf("blob %v: layer %d not in [%d, %d): %w", r.h.Key, l, r.rng.Start, r.rng.End, ErrLayerRange)
+	if d, err := r.cached(l); d != nil || err != nil {
+		return d, err
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("blob %v: layer %d: %w", r.h.Key, l, errClosed)
-	}
-	if d := r.decoded[l]; d != nil {
-		r.mu.Unlock()
-		return d, nil
-	}
-	r.mu.Unlock()
 	payload, err := r.fetch(ctx, l)
 	if err != nil {
 		return nil, fmt.Errorf("blob %v: fetch layer %d: %w", r.h.Key, l, err)
@@ -458,29 +438,8 @@ func (r *FetchReader) Layer(ctx context.Context, l int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, fmt.Errorf("blob %v: layer %d: %w", r.h.Key, l, errClosed)
-	}
-	if prev := r.decoded[l]; prev != nil {
-		return prev, nil
-	}
-	r.decoded[l] = d
-	return d, nil
+	return r.keep(l, d)
 }
 
 // Close implements ChunkReader, calling DecodeOptions.Release once.
-func (r *FetchReader) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	r.decoded = nil
-	if r.release != nil {
-		return r.release()
-	}
-	return nil
-}
+func (r *FetchReader) Close() error { return r.close() }

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/kvloom/kvloom/hostctl"
 	"github.com/kvloom/kvloom/hostctl/api"
@@ -52,16 +50,6 @@ func (f *daemonFlags) call(cmd *cobra.Command, fn func(context.Context, api.KVLo
 	return nil
 }
 
-// printJSON writes a response as indented JSON (protojson field names).
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
-}
-
 // promptFlags name a prompt: tenant, model and tokens.
 type promptFlags struct {
 	tenant, model string
@@ -75,6 +63,28 @@ func (p *promptFlags) bind(cmd *cobra.Command) {
 	fs.StringVar(&p.model, "model", "", "model name (a preset or a configured model; required)")
 	fs.StringVar(&p.tokens, "tokens", "", "token ids, comma or space separated")
 	fs.StringVar(&p.tokensFile, "tokens-file", "", "file of token ids (a JSON array or whitespace separated; - for stdin)")
+}
+
+// promptCmd holds the flags of the commands that send kvloomd a prompt
+// (lookup, prepare, evict).
+type promptCmd struct {
+	daemonFlags
+	promptFlags
+}
+
+func (p *promptCmd) bind(cmd *cobra.Command) {
+	p.daemonFlags.bind(cmd)
+	p.promptFlags.bind(cmd)
+}
+
+// callPrompt reads the prompt, before dialling (a usage error needs no
+// daemon), and runs fn with its tokens against kvloomd.
+func (p *promptCmd) callPrompt(cmd *cobra.Command, fn func(ctx context.Context, c api.KVLoomClient, toks []uint32) error) error {
+	toks, err := p.read(cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	return p.call(cmd, func(ctx context.Context, c api.KVLoomClient) error { return fn(ctx, c, toks) })
 }
 
 // read returns the prompt's tokens.

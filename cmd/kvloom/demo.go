@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,9 +61,7 @@ directories. It needs no configuration and exits non-zero if a check fails.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if jerr := enc.Encode(sum); jerr != nil {
+				if jerr := writeJSON(out, sum); jerr != nil {
 					return errors.Join(err, jerr)
 				}
 				return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -74,9 +73,7 @@ for a link of that rate under --deadline and --max-kl.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return writeJSON(out, struct {
 					*quality.CodecReport
 					Choice *kvcache.CodecChoice `json:"choice,omitempty"`
 				}{rep, choice})
@@ -186,9 +183,7 @@ top-1 agreement, greedy-continuation match length, fraction recomputed.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(cmd.OutOrStdout(), rep)
 			}
 			return rep.WriteTable(cmd.OutOrStdout())
 		},

@@ -11,8 +11,7 @@ import (
 
 func newEvictCmd() *cobra.Command {
 	var (
-		df     daemonFlags
-		pf     promptFlags
+		pc     promptCmd
 		shared bool
 	)
 	cmd := &cobra.Command{
@@ -20,16 +19,12 @@ func newEvictCmd() *cobra.Command {
 		Short: "drop a prompt's stored KV (the tenant's own prefix chains and chunks) from kvloomd",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			toks, err := pf.read(cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
-			return df.call(cmd, func(ctx context.Context, c api.KVLoomClient) error {
-				r, err := c.Evict(ctx, &api.EvictRequest{Tenant: pf.tenant, Model: pf.model, Tokens: toks, Shared: shared})
+			return pc.callPrompt(cmd, func(ctx context.Context, c api.KVLoomClient, toks []uint32) error {
+				r, err := c.Evict(ctx, &api.EvictRequest{Tenant: pc.tenant, Model: pc.model, Tokens: toks, Shared: shared})
 				if err != nil {
 					return err
 				}
-				if df.asJSON {
+				if pc.asJSON {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "evicted %d index entries, %d chunks\n", r.Entries, r.Chunks)
@@ -37,8 +32,7 @@ func newEvictCmd() *cobra.Command {
 			})
 		},
 	}
-	df.bind(cmd)
-	pf.bind(cmd)
+	pc.bind(cmd)
 	cmd.Flags().BoolVar(&shared, "shared", false, "evict the model's shared content instead of the tenant's")
 	return cmd
 }

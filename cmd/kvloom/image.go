@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,12 +30,6 @@ ed25519 signature.`,
 	return cmd
 }
 
-func imageJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func newImageKeygenCmd() *cobra.Command {
 	var (
 		out    string
@@ -63,7 +56,7 @@ PREFIX.key secret. Existing files are never overwritten.`,
 			}
 			id := bitstream.KeyID(pub)
 			if asJSON {
-				return imageJSON(cmd.OutOrStdout(), map[string]string{"key_id": id, "private_key": keyPath, "public_key": pubPath})
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"key_id": id, "private_key": keyPath, "public_key": pubPath})
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "key %s\nprivate %s\npublic  %s\n", id, keyPath, pubPath)
 			return err
@@ -177,7 +170,7 @@ func runImageBuild(cmd *cobra.Command, f *imageBuildFlags) error {
 	}
 	signer, _ := img.Signer()
 	if f.asJSON {
-		return imageJSON(cmd.OutOrStdout(), map[string]any{"path": f.out, "id": img.ID(), "size": img.Size(), "signer": signer})
+		return writeJSON(cmd.OutOrStdout(), map[string]any{"path": f.out, "id": img.ID(), "size": img.Size(), "signer": signer})
 	}
 	if signer == "" {
 		signer = "unsigned"
@@ -406,7 +399,7 @@ kvloom image verify.`,
 				return fmt.Errorf("inspect %s: %w", args[0], err)
 			}
 			if asJSON {
-				return imageJSON(cmd.OutOrStdout(), r)
+				return writeJSON(cmd.OutOrStdout(), r)
 			}
 			var b bytes.Buffer
 			writeImageReport(&b, r)
@@ -544,7 +537,7 @@ with.`,
 				if verr != nil {
 					res["error"] = verr.Error()
 				}
-				if err := imageJSON(cmd.OutOrStdout(), res); err != nil {
+				if err := writeJSON(cmd.OutOrStdout(), res); err != nil {
 					return err
 				}
 			} else if verr == nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -45,7 +44,7 @@ func newKVPresetsCmd() *cobra.Command {
 				reps = append(reps, reportOf(s))
 			}
 			if asJSON {
-				return kvWriteJSON(cmd, reps)
+				return writeJSON(cmd.OutOrStdout(), reps)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tLAYERS\tHEADS/KV\tHEAD DIM\tDTYPE\tKV/TOKEN\tPARAMS\tROPE")
@@ -109,7 +108,7 @@ func newKVModelCmd() *cobra.Command {
 			}
 			r := reportOf(s)
 			if asJSON {
-				return kvWriteJSON(cmd, r)
+				return writeJSON(cmd.OutOrStdout(), r)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, s.String())
@@ -175,7 +174,7 @@ func newKVInspectCmd() *cobra.Command {
 				r.LayersOK++
 			}
 			if asJSON {
-				if err := kvWriteJSON(cmd, r); err != nil {
+				if err := writeJSON(cmd.OutOrStdout(), r); err != nil {
 					return err
 				}
 			} else {
@@ -194,10 +193,4 @@ func newKVInspectCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON")
 	return cmd
-}
-
-func kvWriteJSON(cmd *cobra.Command, v any) error {
-	enc := json.NewEncoder(cmd.OutOrStdout())
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

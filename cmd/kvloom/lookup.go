@@ -12,25 +12,18 @@ import (
 )
 
 func newLookupCmd() *cobra.Command {
-	var (
-		df daemonFlags
-		pf promptFlags
-	)
+	var pc promptCmd
 	cmd := &cobra.Command{
 		Use:   "lookup",
 		Short: "ask kvloomd how much of a prompt is reusable and where, without loading anything",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			toks, err := pf.read(cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
-			return df.call(cmd, func(ctx context.Context, c api.KVLoomClient) error {
-				r, err := c.Lookup(ctx, &api.LookupRequest{Tenant: pf.tenant, Model: pf.model, Tokens: toks})
+			return pc.callPrompt(cmd, func(ctx context.Context, c api.KVLoomClient, toks []uint32) error {
+				r, err := c.Lookup(ctx, &api.LookupRequest{Tenant: pc.tenant, Model: pc.model, Tokens: toks})
 				if err != nil {
 					return err
 				}
-				if df.asJSON {
+				if pc.asJSON {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "reusable: %d of %d tokens (prefix %d)\n", r.ReusableTokens, r.PromptTokens, r.PrefixTokens)
@@ -38,8 +31,7 @@ func newLookupCmd() *cobra.Command {
 			})
 		},
 	}
-	df.bind(cmd)
-	pf.bind(cmd)
+	pc.bind(cmd)
 	return cmd
 }
 

@@ -13,8 +13,7 @@ import (
 
 func newPrepareCmd() *cobra.Command {
 	var (
-		df        daemonFlags
-		pf        promptFlags
+		pc        promptCmd
 		recompute string
 		deadline  time.Duration
 		gpu, keep bool
@@ -34,12 +33,8 @@ segment. Chunks the daemon drops mid-load (a later layer failed or came too late
 are listed, and their positions are in the final recompute count.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			toks, err := pf.read(cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
-			return df.call(cmd, func(ctx context.Context, c api.KVLoomClient) error {
-				res, err := hostctl.PrepareAll(ctx, c, &api.PrepareRequest{Tenant: pf.tenant, Model: pf.model, Tokens: toks,
+			return pc.callPrompt(cmd, func(ctx context.Context, c api.KVLoomClient, toks []uint32) error {
+				res, err := hostctl.PrepareAll(ctx, c, &api.PrepareRequest{Tenant: pc.tenant, Model: pc.model, Tokens: toks,
 					Recompute: recompute, DeadlineNs: int64(deadline), Gpu: gpu || gpuOnly, GpuOnly: gpuOnly})
 				if err != nil {
 					return err
@@ -50,7 +45,7 @@ are listed, and their positions are in the final recompute count.`,
 					}
 				}
 				out := cmd.OutOrStdout()
-				if df.asJSON {
+				if pc.asJSON {
 					return printJSON(out, &api.PrepareEvent{Event: &api.PrepareEvent_Plan{Plan: res.Plan}})
 				}
 				p := res.Plan
@@ -89,8 +84,7 @@ are listed, and their positions are in the final recompute count.`,
 			})
 		},
 	}
-	df.bind(cmd)
-	pf.bind(cmd)
+	pc.bind(cmd)
 	f := cmd.Flags()
 	f.StringVar(&recompute, "recompute", "", "recompute policy: none, full, epic:K, ratio:R (default: the daemon's)")
 	f.DurationVar(&deadline, "deadline", 0, "load deadline (default: the daemon's)")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -244,12 +243,6 @@ func loadWorkload(f workloadFlags) (*sim.Workload, error) {
 		return sim.RAG(sim.RAGOptions{Requests: f.sessions, Rate: f.rate, Documents: f.docs, Zipf: f.zipf, BlockTokens: f.blockTokens, Seed: f.seed})
 	}
 	return nil, fmt.Errorf("workload %q, want trace, chat or rag: %w", f.kind, errUsage)
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // writeFile writes a file through fn, reporting the first error of

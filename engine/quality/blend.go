@@ -170,27 +170,12 @@ func (b *bench) reference(p Prompt) (*refRun, error) {
 	if len(r.cont) == 0 {
 		return nil, fmt.Errorf("the model ended the story right after the prompt: %w", ErrOptions)
 	}
-	r.logits, err = continuationLogits(s, last, r.cont)
+	r.logits, err = ContinuationLogits(s, last, r.cont)
 	return r, err
 }
 
-// continuationLogits returns the logits at each continuation position:
-// last (after the prompt), then after each continuation token but the
-// final one, teacher-forced.
-func continuationLogits(s *engine.State, last []float32, cont []engine.Token) ([][]float32, error) {
-	out := [][]float32{slices.Clone(last)}
-	if len(cont) > 1 {
-		all, err := s.ForwardAll(cont[:len(cont)-1])
-		if err != nil {
-			return nil, err
-		}
-		v := len(last)
-		for i := range len(cont) - 1 {
-			out = append(out, slices.Clone(all[i*v:(i+1)*v]))
-		}
-	}
-	return out, nil
-}
+// continuation is the reference's continuation, as Compare takes it.
+func (r *refRun) continuation() Continuation { return Continuation{Tokens: r.cont, Logits: r.logits} }
 
 // policyRun is one policy's outcome on one prompt.
 type policyRun struct {
@@ -257,20 +242,31 @@ func (b *bench) runPolicy(ctx context.Context, ref *refRun, p Prompt, pol Policy
 			return nil, err
 		}
 	}
-	last = slices.Clone(last)
-	run := &policyRun{}
+	run, err := b.follow(last, ref)
+	if err != nil {
+		return nil, err
+	}
 	run.recomputed = float64(st.New+len(st.Recomputed)) / float64(P)
 	work := float64(st.New * layers)
 	for _, r := range st.RowsPerLayer {
 		work += float64(r)
 	}
 	run.compute = work / float64(P*layers)
-	b.s2.CopyFrom(s)
+	return run, nil
+}
+
+// follow continues the prompt in b.s from its last logits, as the
+// reference did: greedily (in b.s2) for as many tokens as ref's
+// continuation, and teacher-forced along that continuation in b.s.
+func (b *bench) follow(last []float32, ref *refRun) (*policyRun, error) {
+	last = slices.Clone(last)
+	run := &policyRun{}
+	b.s2.CopyFrom(b.s)
 	var err error
 	if run.greedy, err = b.s2.Greedy(last, len(ref.cont)); err != nil {
 		return nil, err
 	}
-	if run.logits, err = continuationLogits(s, last, ref.cont); err != nil {
+	if run.logits, err = ContinuationLogits(b.s, last, ref.cont); err != nil {
 		return nil, err
 	}
 	return run, nil
@@ -285,27 +281,18 @@ type accum struct {
 }
 
 func (a *accum) add(ref *refRun, run *policyRun) {
-	var kl float64
-	for i, l := range ref.logits {
-		kl += KL(l, run.logits[i])
-		if engine.Argmax(l) == engine.Argmax(run.logits[i]) {
-			a.top1++
-		}
-		a.n++
-	}
-	a.promptKL = append(a.promptKL, kl/float64(len(ref.logits)))
-	m := 0
-	for m < len(run.greedy) && m < len(ref.cont) && run.greedy[m] == ref.cont[m] {
-		m++
-	}
-	a.match += float64(m)
+	ag := Compare(ref.continuation(), Continuation{Tokens: run.greedy, Logits: run.logits})
+	a.promptKL = append(a.promptKL, ag.KL)
+	a.top1 += ag.Top1
+	a.n += len(ref.logits)
+	a.match += float64(ag.Match)
 	a.recomp += run.recomputed
 	a.compu += run.compute
 	a.prompts++
 }
 
 func (a *accum) result(name string) PolicyResult {
-	mean, se := meanStdErr(a.promptKL)
+	mean, se := MeanStdErr(a.promptKL)
 	n := float64(a.prompts)
 	return PolicyResult{
 		Policy: name, MeanKL: mean, KLStdErr: se, Top1: float64(a.top1) / float64(a.n),

@@ -34,7 +34,7 @@ func pairedDiff(a, b PolicyResult) (mean, se float64) {
 	for i := range d {
 		d[i] = a.PromptKL[i] - b.PromptKL[i]
 	}
-	return meanStdErr(d)
+	return MeanStdErr(d)
 }
 
 func mustResult(t *testing.T, rep *BlendReport, name string) PolicyResult {

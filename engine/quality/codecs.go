@@ -361,13 +361,8 @@ func (b *bench) evalCodec(lc *layerCodec, in, ref32 *kvLayers, refs []*refRun, s
 		if err != nil {
 			return res, err
 		}
-		last = slices.Clone(last)
-		run := &policyRun{}
-		b.s2.CopyFrom(s)
-		if run.greedy, err = b.s2.Greedy(last, len(ref.cont)); err != nil {
-			return res, err
-		}
-		if run.logits, err = continuationLogits(s, last, ref.cont); err != nil {
+		run, err := b.follow(last, ref)
+		if err != nil {
 			return res, err
 		}
 		acc.add(ref, run)

@@ -224,28 +224,10 @@ func (c *client) reference(toks []engine.Token, n int) (*refRun, error) {
 		return nil, err
 	}
 	c.kept.CopyFrom(c.greedy)
-	if r.logits, err = continuationLogits(s, last, r.cont); err != nil {
+	if r.logits, err = quality.ContinuationLogits(s, last, r.cont); err != nil {
 		return nil, err
 	}
 	return r, nil
-}
-
-// continuationLogits returns the logits at each continuation position:
-// last (after the prompt), then after each continuation token but the
-// final one, teacher-forced.
-func continuationLogits(s *engine.State, last []float32, cont []engine.Token) ([][]float32, error) {
-	out := [][]float32{slices.Clone(last)}
-	if len(cont) > 1 {
-		all, err := s.ForwardAll(cont[:len(cont)-1])
-		if err != nil {
-			return nil, err
-		}
-		v := len(last)
-		for i := range len(cont) - 1 {
-			out = append(out, slices.Clone(all[i*v:(i+1)*v]))
-		}
-	}
-	return out, nil
 }
 
 // pathKind is how the engine uses the KV a Prepare handed it.
@@ -326,7 +308,7 @@ func (c *client) run(ctx context.Context, p *prepared, toks []engine.Token, ref 
 	if spec.keep {
 		c.kept.CopyFrom(c.greedy)
 	}
-	if r.logits, err = continuationLogits(s, last, ref.cont); err != nil {
+	if r.logits, err = quality.ContinuationLogits(s, last, ref.cont); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -542,18 +524,11 @@ func sameRows(x, y *kvcache.KV, a, b int) string {
 // positions, how many argmaxes agree, how long the greedy continuations
 // agree, and the largest logit difference.
 func score(ref *refRun, run *pathRun) (kl float64, top1, match int, maxDiff float64) {
+	a := quality.Compare(quality.Continuation{Tokens: ref.cont, Logits: ref.logits}, quality.Continuation{Tokens: run.greedy, Logits: run.logits})
 	for i, l := range ref.logits {
-		kl += quality.KL(l, run.logits[i])
-		if engine.Argmax(l) == engine.Argmax(run.logits[i]) {
-			top1++
-		}
 		for j := range l {
 			maxDiff = math.Max(maxDiff, math.Abs(float64(l[j]-run.logits[i][j])))
 		}
 	}
-	kl /= float64(len(ref.logits))
-	for match < len(run.greedy) && match < len(ref.cont) && run.greedy[match] == ref.cont[match] {
-		match++
-	}
-	return kl, top1, match, maxDiff
+	return a.KL, a.Top1, a.Match, maxDiff
 }

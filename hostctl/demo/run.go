@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/kvloom/kvloom/engine"
+	"github.com/kvloom/kvloom/engine/quality"
 	"github.com/kvloom/kvloom/hostctl/api"
 	"github.com/kvloom/kvloom/kvcache"
 )
@@ -427,28 +428,9 @@ func (a *qualityAcc) add(ref *refRun, run *pathRun, promptLen, layers int) {
 
 func (a *qualityAcc) row() QualityRow {
 	n := float64(a.reqs)
-	mean, se := meanStdErr(a.kl)
+	mean, se := quality.MeanStdErr(a.kl)
 	return QualityRow{
 		Policy: a.name, MeanKL: mean, KLErr: se, Top1: float64(a.top1) / float64(max(a.n, 1)),
 		MatchLen: a.match / n, Fresh: a.fresh / n, Compute: a.compute / n, Seconds: a.took.Seconds(),
 	}
-}
-
-// meanStdErr returns the mean of x and its standard error.
-func meanStdErr(x []float64) (mean, se float64) {
-	if len(x) == 0 {
-		return 0, 0
-	}
-	for _, v := range x {
-		mean += v
-	}
-	mean /= float64(len(x))
-	if len(x) < 2 {
-		return mean, 0
-	}
-	var ss float64
-	for _, v := range x {
-		ss += (v - mean) * (v - mean)
-	}
-	return mean, math.Sqrt(ss / float64(len(x)-1) / float64(len(x)))
 }
