@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 func TestPresetKVBytesPerToken(t *testing.T) {
@@ -183,7 +185,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 }
 
 func TestStories260KPresetMatchesCheckpoint(t *testing.T) {
-	path := filepath.Join(stories260KDir(t), "stories260K.bin")
+	path := filepath.Join(testutil.Stories260K(t), "stories260K.bin")
 	got, err := LoadLlama2C(path, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +203,7 @@ func TestStories260KPresetMatchesCheckpoint(t *testing.T) {
 }
 
 func TestLoadLlama2CErrors(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(stories260KDir(t), "stories260K.bin"))
+	data, err := os.ReadFile(filepath.Join(testutil.Stories260K(t), "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 func TestInvFreqLlama3Regions(t *testing.T) {
@@ -191,7 +193,7 @@ type storiesReference struct {
 
 func loadStoriesReference(t testing.TB) storiesReference {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(stories260KDir(t), "reference_once_upon_a_time.json"))
+	b, err := os.ReadFile(filepath.Join(testutil.Stories260K(t), "reference_once_upon_a_time.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func loadStoriesReference(t testing.TB) storiesReference {
 // checkpoint: k = wk[0] · (rmsnorm(embedding[token]) × rms_att[0]).
 func rawLayer0Keys(t testing.TB, tokens []int) [][]float64 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(stories260KDir(t), "stories260K.bin"))
+	b, err := os.ReadFile(filepath.Join(testutil.Stories260K(t), "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,10 @@ const (
 	MaxTraceTokens = 1 << 24
 )
 
+// MooncakeBlockTokens is the block size of the published Mooncake traces:
+// one hash id per 512 prompt tokens.
+const MooncakeBlockTokens = 512
+
 // mooncakeLine is one line of the Mooncake trace format.
 type mooncakeLine struct {
 	Timestamp    *float64 `json:"timestamp"`
@@ -30,8 +34,8 @@ type mooncakeLine struct {
 
 // ReadMooncake reads a trace in the Mooncake format (FAST'25 release): one
 // JSON object a line with timestamp (ms from the start), input_length,
-// output_length and hash_ids, one id per blockTokens-token block (512 in
-// the published traces), where equal ids mean an equal block and an equal
+// output_length and hash_ids, one id per blockTokens-token block
+// (MooncakeBlockTokens in the published traces), where equal ids mean an equal block and an equal
 // prefix. Blank lines are skipped. Errors name the line and field; on error
 // the result is nil.
 func ReadMooncake(r io.Reader, name string, blockTokens int) (*Workload, error) {

@@ -52,6 +52,28 @@ func TestMooncakeTrace(t *testing.T) {
 	}
 }
 
+// TestMooncakeSmall checks block sizes, arrivals and blank lines on a
+// trace small enough to read.
+func TestMooncakeSmall(t *testing.T) {
+	src := `{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}
+
+{"timestamp": 3.5, "input_length": 512, "output_length": 0, "hash_ids": [1]}`
+	w, err := ReadMooncake(strings.NewReader(src), "t", 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Requests) != 2 {
+		t.Fatalf("%d requests, want 2 (the blank line skipped)", len(w.Requests))
+	}
+	a, b := &w.Requests[0], &w.Requests[1]
+	if a.Tokens != 600 || a.Output != 5 || len(a.Blocks) != 2 || a.Blocks[0] != (Block{ID: 1, Tokens: 512}) || a.Blocks[1] != (Block{ID: 2, Tokens: 88}) {
+		t.Fatalf("request 0 = %+v, want blocks 1 (512 tokens) and 2 (88)", a)
+	}
+	if b.Arrival != 3500*time.Microsecond || b.Tokens != 512 || b.Blocks[0] != (Block{ID: 1, Tokens: 512}) || b.Prefix[0] != a.Prefix[0] {
+		t.Fatalf("request 1 = %+v, want block 1 at 3.5ms sharing request 0's first prefix key", b)
+	}
+}
+
 func TestMooncakeErrors(t *testing.T) {
 	good := `{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}`
 	cases := []struct {
@@ -65,6 +87,7 @@ func TestMooncakeErrors(t *testing.T) {
 		{"missing timestamp", `{"input_length": 10, "output_length": 1, "hash_ids": [1]}`, []string{"missing timestamp"}},
 		{"wrong count", `{"timestamp": 0, "input_length": 1500, "output_length": 1, "hash_ids": [1, 2]}`, []string{"line 1", "2 hash_ids", "want 3"}},
 		{"negative length", `{"timestamp": 0, "input_length": -4, "output_length": 1, "hash_ids": []}`, []string{"input_length -4"}},
+		{"zero length", `{"timestamp": 0, "input_length": 0, "output_length": 1, "hash_ids": []}`, []string{"input_length 0"}},
 		{"too long", `{"timestamp": 0, "input_length": 99999999999, "output_length": 1, "hash_ids": [1]}`, []string{"input_length 99999999999"}},
 		{"backwards", good + "\n" + strings.Replace(good, `"timestamp": 0`, `"timestamp": 5`, 1) + "\n" + good, []string{"line 3", "before the previous"}},
 		{"negative id", `{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [-1]}`, []string{"hash_ids[0] = -1"}},
@@ -98,16 +121,21 @@ func TestMooncakeErrors(t *testing.T) {
 	}
 }
 
-// FuzzReadMooncake: no input panics the reader; an error comes with no
-// workload; a workload is consistent (token counts add up, arrivals are
-// ordered, one prefix key per block).
+// FuzzReadMooncake: no input panics the reader; an error wraps ErrTrace and
+// comes with no workload; a workload is consistent (token counts add up,
+// arrivals are ordered, one prefix key per block).
 func FuzzReadMooncake(f *testing.F) {
 	f.Add([]byte(`{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}`))
+	f.Add([]byte("{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [7]}\n\n{\"timestamp\": 2, \"input_length\": 1024, \"output_length\": 0, \"hash_ids\": [7, 8]}"))
+	f.Add([]byte(`{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [-1]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w, err := ReadMooncake(strings.NewReader(string(data)), "fuzz", 512)
 		if err != nil {
 			if w != nil {
 				t.Fatal("error with a workload")
+			}
+			if !errors.Is(err, ErrTrace) {
+				t.Fatalf("error %v does not wrap ErrTrace", err)
 			}
 			return
 		}

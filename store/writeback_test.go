@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/kvcache"
+	"github.com/kvloom/kvloom/matcher"
 )
 
 func chunkBytes(c *kvcache.Chunk) int64 {
@@ -28,13 +30,15 @@ func TestWriteBackFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cs []*kvcache.Chunk
-	for i := range 20 {
-		c := makeChunk(t, spec, 64, uint64(i))
+	// Built beforehand, so that the 20 offers land well within one linger.
+	cs := make([]*kvcache.Chunk, 20)
+	for i := range cs {
+		cs[i] = makeChunk(t, spec, 64, uint64(i))
+	}
+	for _, c := range cs {
 		if err := w.Offer(c); err != nil {
 			t.Fatal(err)
 		}
-		cs = append(cs, c)
 	}
 	rep, err := w.Flush(t.Context())
 	if err != nil || rep.Written != 20 || len(rep.Failed) != 0 {
@@ -65,47 +69,90 @@ func TestWriteBackFlush(t *testing.T) {
 	}
 }
 
+// announcingRedis is the Redis tier, telling the test each time the queue
+// hands it a batch, with the queue's context: the test then knows, without
+// waiting on a clock, that a write is in flight and when Close cancels it.
+type announcingRedis struct {
+	*Redis
+	started chan context.Context
+}
+
+func (a announcingRedis) putVerified(ctx context.Context, items []verified) error {
+	a.started <- ctx
+	return a.Redis.putVerified(ctx, items)
+}
+
 // A full queue rejects at once (counted) instead of blocking or growing;
 // Close under a deadline reports what it could not write. The destination
-// is a Redis server paused with CLIENT PAUSE: writes hang for real.
+// is a Redis server paused with CLIENT PAUSE: writes hang for real, until
+// the test unpauses it after Close has given up.
 func TestWriteBackBoundedAndClose(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	spec := smallSpec(t)
-	r := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL()})
-	c0 := makeChunk(t, spec, 64, 0)
-	w, err := NewWriteBack(r, WriteBackOptions{BlobOptions: BlobOptions{Model: spec}, MaxBytes: 4 * chunkBytes(c0), Linger: -1})
+	// The tier's read timeout outlasts the test, so the paused write hangs
+	// until the server is unpaused, however slow the machine is.
+	r := openRedis(t, RedisOptions{BlobOptions: BlobOptions{Model: spec}, URL: srv.URL() + "?read_timeout=1m"})
+	dst := announcingRedis{Redis: r, started: make(chan context.Context, 10)}
+	chunks := make([]*kvcache.Chunk, 10)
+	for i := range chunks {
+		chunks[i] = makeChunk(t, spec, 64, uint64(i))
+	}
+	size := chunkBytes(chunks[0])
+	w, err := NewWriteBack(dst, WriteBackOptions{BlobOptions: BlobOptions{Model: spec}, MaxBytes: 4 * size, Linger: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Do(t, "CLIENT", "PAUSE", "1000", "WRITE")
-	var accepted, rejected int
-	start := time.Now()
-	for i := range 10 {
-		err := w.Offer(makeChunk(t, spec, 64, uint64(i)))
+	srv.Do(t, "CLIENT", "PAUSE", "60000", "WRITE")
+	if err := w.Offer(chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The worker has taken chunk 0 alone; its write now hangs on the paused
+	// server, and the chunk counts against the budget until written.
+	writeCtx := <-dst.started
+	// Offer never waits on the destination: were it to, the loop would hang
+	// here, behind a write that cannot finish before the server is unpaused.
+	var accepted []matcher.ChunkKey
+	rejected := 0
+	for _, c := range chunks[1:] {
+		err := w.Offer(c)
 		switch {
 		case err == nil:
-			accepted++
+			accepted = append(accepted, c.Key)
 		case errors.Is(err, ErrQueueFull):
 			rejected++
 		default:
 			t.Fatal(err)
 		}
 	}
-	if el := time.Since(start); el > 500*time.Millisecond {
-		t.Fatalf("10 offers took %v: Offer must not block", el)
-	}
 	st := w.Stats()
-	if accepted != 4 || rejected != 6 || st.Rejected != 6 || st.QueuedBytes > 4*chunkBytes(c0) {
-		t.Fatalf("accepted %d rejected %d, stats %+v: want 4 and 6 within the budget", accepted, rejected, st)
+	if len(accepted) != 3 || rejected != 6 || st.Rejected != 6 || st.QueuedItems != 4 || st.QueuedBytes != 4*size {
+		t.Fatalf("accepted %d more, rejected %d, stats %+v: want 3 more (4 with the one in flight) and 6 rejected, within the budget",
+			len(accepted), rejected, st)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	rep, err := w.Close(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("close while the destination hangs: %v", err)
+	type closed struct {
+		rep FlushReport
+		err error
 	}
-	if int(rep.Written)+len(rep.Pending)+len(rep.Failed) != 4 || len(rep.Pending) == 0 {
-		t.Fatalf("close report %+v: want the 4 accepted chunks accounted for as written, failed or pending, some pending", rep)
+	done := make(chan closed, 1)
+	go func() {
+		rep, err := w.Close(ctx)
+		done <- closed{rep, err}
+	}()
+	// Close cancels the workers' context once its flush has given up; only
+	// then is the server let go, so that the hung write can return and Close
+	// can stop the worker.
+	<-writeCtx.Done()
+	srv.Do(t, "CLIENT", "UNPAUSE")
+	res := <-done
+	if !errors.Is(res.err, context.DeadlineExceeded) {
+		t.Fatalf("close while the destination hangs: %v", res.err)
+	}
+	// Chunk 0 was in flight: written (the server took it once unpaused) or
+	// failed. Chunks 1–3 were never attempted: pending.
+	if rep := res.rep; rep.Written+int64(len(rep.Failed)) != 1 || !slices.Equal(rep.Pending, accepted) {
+		t.Fatalf("close report %+v: want chunk 0 written or failed and the 3 queued behind it (%v) pending", rep, accepted)
 	}
 }
 

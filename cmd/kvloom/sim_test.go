@@ -8,36 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/sim/tune"
 )
-
-// simRoot is the repository root (the directory holding go.mod).
-func simRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-}
-
-func simTrace(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(simRoot(t), "..", "shared", "testdata", "traces", "mooncake_conversation_trace.jsonl")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the shared Mooncake trace is missing (%v): ../shared/testdata/traces must be present", err)
-	}
-	return p
-}
 
 func TestSimEstimate(t *testing.T) {
 	out, err := runCLI(t, "sim", "estimate", "--model", "llama-3-70b", "--gpu", "H100-SXM", "--tp", "2", "--dtype", "fp8",
@@ -84,8 +57,8 @@ func TestSimEstimate(t *testing.T) {
 func TestSimRun(t *testing.T) {
 	dir := t.TempDir()
 	plot, timeline := filepath.Join(dir, "ttft.svg"), filepath.Join(dir, "tl.json")
-	topo := filepath.Join(simRoot(t), "examples", "topologies", "rack4-2storage.yaml")
-	args := []string{"sim", "run", "--topology", topo, "--trace", simTrace(t), "--requests", "300", "--speed", "4",
+	topo := filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "rack4-2storage.yaml")
+	args := []string{"sim", "run", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--requests", "300", "--speed", "4",
 		"--plot", plot, "--timeline", timeline, "--timeline-requests", "40", "--json"}
 	out, err := runCLI(t, args...)
 	if err != nil {
@@ -168,7 +141,7 @@ func TestSimRunErrors(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%v", s, err)
 		}
 	}
-	topo := filepath.Join(simRoot(t), "examples", "topologies", "h100x8-2nic.yaml")
+	topo := filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "h100x8-2nic.yaml")
 	for _, args := range [][]string{
 		{"sim", "run"},
 		{"sim", "run", "--topology", topo},
@@ -192,8 +165,8 @@ func TestSimRunErrors(t *testing.T) {
 func TestTuneCLI(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "kvloomd.yaml")
-	topo := filepath.Join(simRoot(t), "examples", "topologies", "rack4-2storage.yaml")
-	stdout, err := runCLI(t, "tune", "--topology", topo, "--trace", simTrace(t), "--requests", "150", "--speed", "6",
+	topo := filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "rack4-2storage.yaml")
+	stdout, err := runCLI(t, "tune", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--requests", "150", "--speed", "6",
 		"--budget", "4", "--objective", "cost", "--out", out, "--json")
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +189,7 @@ func TestTuneCLI(t *testing.T) {
 	if cfg.ChunkTokens != res.Best.Knobs.ChunkTokens || cfg.Device.TableEntries != res.Best.Knobs.TableEntries || !strings.HasPrefix(cfg.Tiers, "mem:") {
 		t.Fatalf("config %+v does not carry the best knobs %+v", cfg, res.Best.Knobs)
 	}
-	text, err := runCLI(t, "tune", "--topology", topo, "--trace", simTrace(t), "--requests", "100", "--speed", "6", "--budget", "3")
+	text, err := runCLI(t, "tune", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--requests", "100", "--speed", "6", "--budget", "3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,9 +200,9 @@ func TestTuneCLI(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"tune"},
-		{"tune", "--topology", topo, "--trace", simTrace(t), "--objective", "joy"},
-		{"tune", "--topology", topo, "--trace", simTrace(t), "--budget", "1"},
-		{"tune", "--topology", topo, "--trace", simTrace(t), "--policy", "magic"},
+		{"tune", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--objective", "joy"},
+		{"tune", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--budget", "1"},
+		{"tune", "--topology", topo, "--trace", testutil.MooncakeTrace(t), "--policy", "magic"},
 	} {
 		if _, err := runCLI(t, args...); !errors.Is(err, errUsage) {
 			t.Errorf("%v: %v, want a usage error", args, err)

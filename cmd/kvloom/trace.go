@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvloom/kvloom/sim"
 	"github.com/kvloom/kvloom/store/evict"
 )
 
@@ -78,7 +80,7 @@ request reuses its longest cached prefix of blocks and inserts the rest.
 			if _, err := evict.New[uint64](main, 1, evict.Options[uint64]{Hash: evict.HashID}); err != nil {
 				return fmt.Errorf("--policy: %w: %w", err, errUsage)
 			}
-			tr, err := evict.ReadMooncakeFile(path)
+			tr, err := readReplayTrace(path)
 			if err != nil {
 				return err
 			}
@@ -118,6 +120,27 @@ request reuses its longest cached prefix of blocks and inserts the rest.
 	f.StringVar(&policy, "policy", evict.DefaultPolicy, fmt.Sprintf("eviction policy: %v, or all", evict.Names()))
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// readReplayTrace reads a Mooncake-format trace with sim's reader, the
+// project's one trace parser, and hands evict its requests as plain block
+// ids.
+func readReplayTrace(path string) (*evict.Trace, error) {
+	w, err := sim.ReadMooncakeFile(path, sim.MooncakeBlockTokens)
+	if err != nil {
+		return nil, err
+	}
+	tr := &evict.Trace{Name: path, BlockTokens: sim.MooncakeBlockTokens, Requests: make([]evict.Request, len(w.Requests))}
+	for i := range w.Requests {
+		r := &w.Requests[i]
+		ids := make([]uint64, len(r.Blocks))
+		for j, b := range r.Blocks {
+			ids[j] = b.ID
+		}
+		tr.Requests[i] = evict.Request{Timestamp: float64(r.Arrival) / float64(time.Millisecond),
+			InputLength: int(r.Tokens), OutputLength: int(r.Output), Blocks: ids}
+	}
+	return tr, nil
 }
 
 func printReplay(cmd *cobra.Command, rep replayReport) error {

@@ -7,33 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvloom/kvloom/internal/testutil"
+	"github.com/kvloom/kvloom/store/evict"
 )
 
-func mooncakeTrace(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "traces", "mooncake_conversation_trace.jsonl")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("Mooncake trace missing at %s (the workspace's shared/testdata must sit beside the repository): %v", p, err)
-	}
-	return p
-}
-
 func TestTraceReplay(t *testing.T) {
-	tr := mooncakeTrace(t)
+	tr := testutil.MooncakeTrace(t)
 	out, err := runCLI(t, "trace", "replay", "--trace", tr, "--capacity", "1000", "--json")
 	if err != nil {
 		t.Fatalf("trace replay: %v\n%s", err, out)
@@ -73,5 +53,42 @@ func TestTraceReplay(t *testing.T) {
 	}
 	if _, err := runCLI(t, "trace", "replay", "--trace", bad); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("malformed trace: %v, want an error naming the line", err)
+	}
+}
+
+// The shipped policy must match or beat LRU's token hit ratio on the real
+// trace at 1K, 10K and 50K blocks (issue 5), read as `trace replay` reads it.
+func TestShippedPolicyBeatsLRUOnMooncake(t *testing.T) {
+	tr, err := readReplayTrace(testutil.MooncakeTrace(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Requests) != 12031 || tr.BlockTokens != 512 {
+		t.Fatalf("%d requests of %d-token blocks, the published trace has 12031 of 512", len(tr.Requests), tr.BlockTokens)
+	}
+	for _, c := range []int64{1000, 10000, 50000} {
+		lru, err := evict.ReplayPolicy(tr, evict.LRU, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours, err := evict.ReplayPolicy(tr, evict.DefaultPolicy, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("capacity %d blocks: %s %.4f, lru %.4f", c, evict.DefaultPolicy, ours.TokenHitRatio, lru.TokenHitRatio)
+		if ours.TokenHitRatio < lru.TokenHitRatio {
+			t.Errorf("capacity %d: %s token hit ratio %.4f < lru %.4f", c, evict.DefaultPolicy, ours.TokenHitRatio, lru.TokenHitRatio)
+		}
+		if lru.TokenHitRatio <= 0 || lru.TokenHitRatio > 0.3736 {
+			t.Errorf("capacity %d: lru ratio %.4f outside (0, unbounded 0.3736]", c, lru.TokenHitRatio)
+		}
+	}
+	unbounded, err := evict.ReplayPolicy(tr, evict.LRU, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The trace README: about 37% of prompt tokens are reusable.
+	if r := unbounded.TokenHitRatio; r < 0.36 || r > 0.38 {
+		t.Fatalf("unbounded hit ratio %.4f, the trace README says about 37%%", r)
 	}
 }

@@ -14,25 +14,6 @@ import (
 	"github.com/kvloom/kvloom/internal/testutil"
 )
 
-// repoFile finds path relative to the module root (the directory holding go.mod).
-func repoFile(t *testing.T, path string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, path)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no go.mod above the test directory; cannot find %s", path)
-		}
-		dir = parent
-	}
-}
-
 // writeCapture records frames into a pcap file in a temp dir and returns its path.
 func writeCapture(t *testing.T, frames ...[]byte) string {
 	t.Helper()
@@ -62,7 +43,7 @@ func writeCapture(t *testing.T, frames ...[]byte) string {
 func tsharkFields(t *testing.T, ctx context.Context, pcap string, extra []string, fields ...string) []string {
 	t.Helper()
 	tshark := testutil.RequireTool(t, "tshark", "tshark")
-	args := []string{"-n", "-r", pcap, "-X", "lua_script:" + repoFile(t, "docs/kvlp.lua"), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"}
+	args := []string{"-n", "-r", pcap, "-X", "lua_script:" + filepath.Join(testutil.RepoRoot(t), "docs", "kvlp.lua"), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"}
 	args = append(args, extra...)
 	for _, f := range fields {
 		args = append(args, "-e", f)

@@ -3,37 +3,18 @@ package topology
 import (
 	"bytes"
 	"errors"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
-)
 
-// repoRoot walks up from the package directory to the directory holding
-// go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/kvloom/kvloom/internal/testutil"
+)
 
 func exampleFiles(t testing.TB) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot(t), "examples", "topologies", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +175,7 @@ func TestExampleCounts(t *testing.T) {
 // nvidia-smi would print for that tree: GPUs and the NIC under one switch
 // are PIX, switches of one socket NODE, across sockets SYS.
 func TestDistanceMatrix(t *testing.T) {
-	top, err := ReadFile(filepath.Join(repoRoot(t), "examples", "topologies", "h100x8-2nic.yaml"))
+	top, err := ReadFile(filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "h100x8-2nic.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,46 +2,23 @@ package tune
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/sim"
 	"github.com/kvloom/kvloom/sim/topology"
 )
 
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
-
 func inputs(t *testing.T, n int) (*topology.Topology, *sim.Workload) {
 	t.Helper()
-	root := repoRoot(t)
-	top, err := topology.ReadFile(filepath.Join(root, "examples", "topologies", "rack4-2storage.yaml"))
+	top, err := topology.ReadFile(filepath.Join(testutil.RepoRoot(t), "examples", "topologies", "rack4-2storage.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	trace := filepath.Join(root, "..", "shared", "testdata", "traces", "mooncake_conversation_trace.jsonl")
-	if _, err := os.Stat(trace); err != nil {
-		t.Fatalf("the shared Mooncake trace is missing (%v): ../shared/testdata/traces must be present", err)
-	}
-	w, err := sim.ReadMooncakeFile(trace, 512)
+	w, err := sim.ReadMooncakeFile(testutil.MooncakeTrace(t), 512)
 	if err != nil {
 		t.Fatal(err)
 	}

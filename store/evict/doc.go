@@ -8,13 +8,13 @@
 //   - Sketch is a 4-bit count-min frequency sketch with periodic halving
 //     (TinyLFU's), also used by the disk tier's "wanted twice" admission
 //     filter.
-//   - ReadMooncake reads request traces in the Mooncake FAST'25 format, and
-//     Replay runs one through a policy with prefix-cache semantics and
-//     reports the token hit ratio (`kvloom trace replay`).
+//   - Replay runs a request trace (plain block ids: sim.ReadMooncake reads
+//     the Mooncake FAST'25 format, `kvloom trace replay` hands its requests
+//     over) through a policy with prefix-cache semantics and reports the
+//     token hit ratio.
 //
 // Policies are not safe for concurrent use: the memory tier serialises them
 // under its own lock. evict imports no other kvloom package.
 //
-// Errors: ErrPolicy (unknown policy name or bad capacity) and ErrTrace
-// (malformed trace input, with the line and field at fault).
+// Errors: ErrPolicy (unknown policy name or bad capacity).
 package evict

@@ -6,7 +6,4 @@ import "errors"
 var (
 	// ErrPolicy: an unknown policy name or an invalid capacity.
 	ErrPolicy = errors.New("invalid eviction policy")
-	// ErrTrace: a request trace that cannot be read (the line, field and
-	// value at fault are in the message).
-	ErrTrace = errors.New("malformed request trace")
 )
