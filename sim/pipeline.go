@@ -61,7 +61,8 @@ type Pipeline struct {
 	PrefetchDepth int `json:"prefetch_depth" yaml:"prefetch_depth"`
 	// TokenBytes, DescriptorBytes and CompletionBytes size what crosses
 	// PCIe: 4-byte token ids, one 64-byte request descriptor, and one
-	// 32-byte completion per reported event.
+	// 64-byte completion per reported event (the register map's REQ_DESC and
+	// CPL_ENTRY; nic/simnic pins both).
 	TokenBytes      int `json:"token_bytes" yaml:"token_bytes"`
 	DescriptorBytes int `json:"descriptor_bytes" yaml:"descriptor_bytes"`
 	CompletionBytes int `json:"completion_bytes" yaml:"completion_bytes"`
@@ -86,7 +87,7 @@ func DefaultPipeline() Pipeline {
 		PrefetchDepth:        16,
 		TokenBytes:           4,
 		DescriptorBytes:      64,
-		CompletionBytes:      32,
+		CompletionBytes:      64,
 	}
 }
 

@@ -16,20 +16,20 @@ func TestPipelineHandComputed(t *testing.T) {
 	// 8192 tokens, 32 probes, 4 events, 4 MiB prefetched.
 	// H2D: 1 µs + (64 + 8192·4) B / 25.2062 GB/s = 1000 + 1303 ns.
 	// Match: 32 + max(8192/16, 32/2) + 4 = 548 cycles at 250 MHz = 2192 ns.
-	// D2H: 500 ns + 5·32 B / 25.2 GB/s = 506 ns.
+	// D2H: 500 ns + 5·64 B / 25.2 GB/s = 513 ns.
 	// Prefetch: 4 messages; wire 4 MiB / 12.5 GB/s = 335544 ns > 4·1µs/4;
 	// plus one message latency: 336544 ns.
 	got := p.Time(Work{Tokens: 8192, Lookups: 32, Events: 4, PrefetchBytes: 4 << 20})
-	want := Timing{HostToDevice: 2303, Match: 2192, DeviceToHost: 506, Prefetch: 336544, Total: 2303 + 2192 + 336544}
+	want := Timing{HostToDevice: 2303, Match: 2192, DeviceToHost: 513, Prefetch: 336544, Total: 2303 + 2192 + 336544}
 	if got != want {
 		t.Fatalf("Time = %+v\nwant   %+v", got, want)
 	}
 	// Probe-bound: 100 tokens but 300 probes → 32 + 150 + 4 = 186 cycles.
 	got = p.Time(Work{Tokens: 100, Lookups: 300})
-	if got.Match != 744*time.Nanosecond || got.HostToDevice != 1018 || got.DeviceToHost != 501 || got.Prefetch != 0 {
+	if got.Match != 744*time.Nanosecond || got.HostToDevice != 1018 || got.DeviceToHost != 503 || got.Prefetch != 0 {
 		t.Fatalf("probe-bound Time = %+v", got)
 	}
-	if got.Total != 1018+744+501 {
+	if got.Total != 1018+744+503 {
 		t.Fatalf("Total = %v, want H2D + Match + D2H", got.Total)
 	}
 	// Overhead-bound prefetch: 1000 reads of 4 KiB, 16 outstanding:
