@@ -184,6 +184,8 @@ func TestPrepareGPUBuffersReturned(t *testing.T) {
 				ctx, cancel = context.WithCancel(t.Context())
 			}
 			defer cancel()
+			handed := func() float64 { return counterValue(t, dt.d.m.dmaLayers.WithLabelValues("pinned")) }
+			before := handed()
 			stream, err := dt.c.Prepare(ctx, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: toks, Recompute: "none", Gpu: true})
 			if err != nil {
 				t.Fatal(err)
@@ -191,7 +193,9 @@ func TestPrepareGPUBuffersReturned(t *testing.T) {
 			if ev, err := stream.Recv(); err != nil || ev.GetPlan() == nil {
 				t.Fatalf("want the plan: %v %v", ev, err)
 			}
-			eventually(t, "two layers in flight", func() bool { return sim.Pool().InUse() == 2 })
+			// Both buffers handed over to the DMA, not one of them still
+			// being stitched (that one would go back at the cut).
+			eventually(t, "two layers in flight", func() bool { return sim.Pool().InUse() == 2 && handed() == before+2 })
 			if tc.code == codes.Canceled {
 				cancel()
 			}

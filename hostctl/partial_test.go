@@ -194,7 +194,7 @@ func TestPartialResultsOverLateOnes(t *testing.T) {
 	// The plan: every block but the late one, which is recomputed.
 	p := res.Plan
 	if !p.Partial || int(p.ReusedTokens) != (blocks-1)*16 || len(p.Ranges) != blocks-1 {
-		t.Fatalf("plan reuses %d tokens in %d ranges (partial %v), want every block but block 3", p.ReusedTokens, len(p.Ranges), p.Partial)
+		t.Fatalf("plan reuses %d tokens in %d ranges (partial %v), want every block but block 3: ranges %v, recompute %v", p.ReusedTokens, len(p.Ranges), p.Partial, p.Ranges, p.Recompute)
 	}
 	for _, r := range p.Ranges {
 		if r.Start == 48 {

@@ -44,7 +44,9 @@ func (d *Daemon) resolve(tenant, modelName string, toks []uint32, shared bool) (
 // chunk is also offered cut at the prefix's end (a part of a chunk is as
 // good a source as the whole), so the cover can keep the exact prefix and
 // take the rest of the chunk: at least as many tokens reused, more of them
-// exact. Where the prefix wins anyway, the cover is left as it is.
+// exact. A chunk the prefix outweighs is offered cut too when the rest is
+// at least a chunk match long (min_chunk_tokens): worth its fetch, where a
+// few tokens past the prefix are cheaper to compute than to load.
 func (d *Daemon) cover(salt matcher.Salt, toks []matcher.Token) ([]matcher.Match, error) {
 	res, err := d.index.Find(salt, toks, nil)
 	if errors.Is(err, matcher.ErrTooManyCandidates) {
@@ -62,7 +64,7 @@ func (d *Daemon) cover(salt matcher.Salt, toks []matcher.Token) ([]matcher.Match
 	}
 	if end > 0 {
 		for _, m := range ms {
-			if !m.Prefix && m.ReqOff < end && m.End() > end && m.Len > end {
+			if !m.Prefix && m.ReqOff < end && m.End() > end && (m.Len > end || m.End()-end >= d.cfg.MinChunkTokens) {
 				cut := end - m.ReqOff
 				m.ReqOff, m.ChunkOff, m.Len = end, m.ChunkOff+cut, m.Len-cut
 				ms = append(ms, m)
@@ -144,10 +146,14 @@ func (d *Daemon) load(ctx, loadCtx context.Context, plan *kvcache.Plan, deadline
 		keys[j] = plan.Keys[i]
 	}
 	f2, err := d.st.pf.Fetch(ctx, keys, store.FetchOptions{NoShed: true, Timeout: grace})
-	f.Close()
 	if err != nil {
+		f.Close()
 		return nil, nil, fmt.Errorf("prefetch: %w", err)
 	}
+	// The readers are taken while the first request still holds the reads
+	// at layer 0: once it lets go they run ahead, and a chunk whose later
+	// layer fails would have no reader (a miss) instead of being dropped
+	// at that layer with the layers before it served.
 	for j, i := range keep {
 		if r := f2.Reader(j); r != nil {
 			out[i] = fetched{r: r, where: where[i]}
@@ -155,6 +161,7 @@ func (d *Daemon) load(ctx, loadCtx context.Context, plan *kvcache.Plan, deadline
 			d.m.chunkMisses.WithLabelValues("error").Inc()
 		}
 	}
+	f.Close()
 	return out, func() { f2.Close() }, nil
 }
 
@@ -504,7 +511,7 @@ func (d *Daemon) stitch(ctx context.Context, start time.Time, m *model, plan *kv
 				d.m.dmaLayers.WithLabelValues(gp.path()).Inc()
 			}
 			readyc <- ready{layer: l, t: t, dropped: ds.take(l)}
-			return nil
+			return gp.nextLayer(ctx, l+1)
 		},
 	})
 	close(readyc)

@@ -35,6 +35,9 @@ func TestRedisTierDeadlineAndOutage(t *testing.T) {
 	if err := dt.d.st.first.Delete(ctx, keys...); err != nil {
 		t.Fatal(err)
 	}
+	// Paused, Redis answers nothing before the 1 ns deadline (running, it
+	// may: a chunk whose first layer is in by then is served).
+	rds.Do(t, "CLIENT", "PAUSE", "300", "ALL")
 	res, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: toks, DeadlineNs: 1})
 	if err != nil {
 		t.Fatalf("prepare past its deadline: %v", err)

@@ -464,3 +464,45 @@ func TestCoverKeepsPrefix(t *testing.T) {
 		t.Fatalf("lookup %v %v", lk, err)
 	}
 }
+
+// TestCoverTakesChunkTailPastPrefix: a chunk shorter than the prefix match
+// it overlaps, whose rest past the prefix is at least a chunk match long,
+// is still used for that rest (the prefix alone would leave it computed).
+func TestCoverTakesChunkTailPastPrefix(t *testing.T) {
+	m := loadModel260K(t)
+	cfg := testConfig(t)
+	dt := startDaemon(t, cfg)
+	ctx := t.Context()
+	text := m.prompt("The little dog ran to the big tree and barked at the cat. The cat jumped down and ran away. The dog was happy and went home to sleep by the fire.")[1:]
+	filler := m.prompt("Tom had a red ball. He liked to play with it in the park every day with his friends. One day the ball rolled into the pond and Tom was sad.")
+	const start, docLen, prefixLen = 42, 44, 48
+	if len(text) < docLen || len(filler) < start {
+		t.Fatalf("texts too short: %d and %d tokens", len(text), len(filler))
+	}
+	doc := text[:docLen]
+	storePrompt(t, dt.c, m, "acme", slices.Concat(m.prompt("Once upon a time."), doc), &api.ChunkSpan{Start: int32(len(m.prompt("Once upon a time."))), Length: docLen})
+	p := slices.Concat(filler[:start], doc)
+	storePrompt(t, dt.c, m, "acme", p[:prefixLen])
+	if tail := start + docLen - prefixLen; docLen >= prefixLen || tail < cfg.MinChunkTokens {
+		t.Fatalf("set-up: chunk of %d tokens, tail %d past a %d-token prefix", docLen, tail, prefixLen)
+	}
+	res, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: p, Recompute: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Plan.Ranges
+	prefix := int32(0)
+	for _, g := range r {
+		if g.Prefix && g.Start == prefix {
+			prefix += g.Length
+		}
+	}
+	last := r[len(r)-1]
+	if prefix != prefixLen || last.Prefix || last.Start != prefixLen || last.ChunkOffset != prefixLen-start || last.Start+last.Length != int32(len(p)) {
+		t.Fatalf("ranges %v, want the %d prefix tokens, then the document from its token %d", r, prefixLen, prefixLen-start)
+	}
+	if res.Plan.ReusedTokens != int32(len(p)) {
+		t.Fatalf("reused %d of %d", res.Plan.ReusedTokens, len(p))
+	}
+	verifyPlan(t, res.Plan, m.prefill(t, p))
+}

@@ -192,6 +192,19 @@ func (gp *gpuPath) copyLayer(ctx context.Context, l int, host *kvcache.KV) (*gpu
 	return nil, nil
 }
 
+// nextLayer readies layer l for stitching after layer l-1 was handed
+// over: with the pinned path it takes l's buffer, waiting for room in the
+// pool (bounded by ctx) while the copies in flight land.
+func (gp *gpuPath) nextLayer(ctx context.Context, l int) error {
+	if gp.pin == nil || l >= gp.pin.shape.Layers {
+		return nil
+	}
+	if err := gp.pin.next(ctx, l); err != nil {
+		return fmt.Errorf("pinned buffer for layer %d: %w", l, err)
+	}
+	return nil
+}
+
 func (gp *gpuPath) path() string {
 	if gp.pin != nil {
 		return "pinned"
@@ -290,8 +303,8 @@ func (p *pinnedTarget) next(ctx context.Context, l int) error {
 	return nil
 }
 
-// hand gives layer l's pinned buffer to the DMA and takes the next one.
-// With a host segment the layer is copied there first (the only copy the
+// hand gives layer l's pinned buffer to the DMA; next takes the buffer of
+// layer l+1 once the layer's events are queued. With a host segment the layer is copied there first (the only copy the
 // host side makes; gpu_only skips it).
 func (p *pinnedTarget) hand(ctx context.Context, l int, buf *gpu.Buffer) (*gpu.Transfer, error) {
 	if l != p.layer || p.hb == nil {
@@ -302,16 +315,7 @@ func (p *pinnedTarget) hand(ctx context.Context, l int, buf *gpu.Buffer) (*gpu.T
 	}
 	hb := p.hb
 	p.hb, p.cur = nil, nil
-	t, err := p.dma.CopyHost(ctx, buf, l, hb) // takes hb, whatever happens
-	if err != nil {
-		return nil, err
-	}
-	if l+1 < p.shape.Layers {
-		if err := p.next(ctx, l+1); err != nil {
-			return nil, fmt.Errorf("pinned buffer for layer %d: %w", l+1, err)
-		}
-	}
-	return t, nil
+	return p.dma.CopyHost(ctx, buf, l, hb) // takes hb, whatever happens
 }
 
 // release gives back the buffer the stitch holds, if any.
