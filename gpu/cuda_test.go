@@ -17,6 +17,7 @@ import (
 	"github.com/ebitengine/purego"
 
 	"github.com/kvloom/kvloom/internal/benchutil"
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // buildFakeCUDA compiles testdata/fakecuda/libcuda.c into a libcuda.so.1
@@ -151,7 +152,7 @@ func TestCUDABackendOnFakeDriver(t *testing.T) {
 	if _, err := d.CopyLayer(cctx, buf, 0, want[0]); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled CopyLayer: %v", err)
 	}
-	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "pool buffers return")
+	testutil.Eventually(t, "pool buffers return", func() bool { return d.Pool().InUse() == 0 })
 	// The baseline path.
 	p, err := d.AllocPinned(layerBytes)
 	if err != nil {
@@ -302,7 +303,7 @@ func TestCUDAStagingUnderPressure(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "pool buffers return")
+	testutil.Eventually(t, "pool buffers return", func() bool { return d.Pool().InUse() == 0 })
 	// At most one event per chunk in flight (the pool holds 4 chunks) plus
 	// one per transfer in flight (6) plus the ones made at open.
 	if n := d.Events(); n > eventsAtOpen+4+layers {
@@ -342,7 +343,7 @@ func TestCUDACloseWaitsForDevice(t *testing.T) {
 	// when Close begins.
 	staged := make(chan error, 1)
 	go func() { _, err := d.CopyLayer(ctx, buf, 1, randomBytes(13, 1<<20)); staged <- err }()
-	waitFor(t, func() bool { return d.Pool().InUseBytes() == 512<<10 }, "the pool fills")
+	testutil.Eventually(t, "the pool fills", func() bool { return d.Pool().InUseBytes() == 512<<10 })
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // pooledDMA is a backend with its pool in view, which both are.
@@ -108,7 +110,7 @@ func testHostBufferContract(t *testing.T, d, other pooledDMA) {
 	buf := allocFreed(t, d, 2, n)
 	back := func(what string) {
 		t.Helper()
-		waitFor(t, func() bool { return d.Pool().InUse() == 0 }, what)
+		testutil.Eventually(t, what, func() bool { return d.Pool().InUse() == 0 })
 	}
 
 	// The bytes land, and the buffer returns once they have.
@@ -248,7 +250,7 @@ func testStitchPipeline(t *testing.T, d pooledDMA, layers, layerBytes int) {
 	}
 	wg.Wait()
 	checkLanded(t, d, buf, ts, want)
-	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "every pool buffer returns")
+	testutil.Eventually(t, "every pool buffer returns", func() bool { return d.Pool().InUse() == 0 })
 }
 
 func TestSimHostBufferContract(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvloom/kvloom/internal/benchutil"
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // TestHWNVMLDiscovery: NVML answers, every GPU it names sits in the sysfs
@@ -156,7 +157,7 @@ func TestHWCUDACancellation(t *testing.T) {
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CopyLayer under a 2 ms deadline: %v", err)
 	}
-	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "pinned buffers return after a cancelled copy")
+	testutil.Eventually(t, "pinned buffers return after a cancelled copy", func() bool { return d.Pool().InUse() == 0 })
 	tr, err := d.CopyLayer(t.Context(), buf, 0, src)
 	if err != nil {
 		t.Fatal(err)

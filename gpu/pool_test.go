@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 func newTestPool(t *testing.T, size, page int) (*HostPool, *int) {
@@ -98,7 +100,7 @@ func TestHostPoolWaitsInOrder(t *testing.T) {
 		}
 		got <- hb
 	}()
-	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 }, "the large request waits")
+	testutil.Eventually(t, "the large request waits", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 })
 	// Two pages are free, but the large request arrived first.
 	if hb := p.tryAlloc(16); hb != nil {
 		t.Fatal("a small request jumped the queue")
@@ -110,7 +112,7 @@ func TestHostPoolWaitsInOrder(t *testing.T) {
 		}
 		got <- hb
 	}()
-	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 2 }, "the small request queues behind")
+	testutil.Eventually(t, "the small request queues behind", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 2 })
 	a.Release()
 	select {
 	case hb := <-got:
@@ -160,7 +162,7 @@ func TestHostPoolCancellation(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { _, err := p.Alloc(ctx, 64); errc <- err }()
-	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 }, "a request waits")
+	testutil.Eventually(t, "a request waits", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 })
 	done := make(chan error, 1)
 	go func() { done <- p.Close(ctx) }()
 	if err := <-errc; !errors.Is(err, ErrClosed) {
@@ -304,7 +306,7 @@ func TestHostPoolCancelWhileServed(t *testing.T) {
 			}
 			got <- hb
 		}()
-		waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 }, "the request waits")
+		testutil.Eventually(t, "the request waits", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) == 1 })
 		// Cancel first, release at once: the waiter wakes for its
 		// context, often after the release has already served it.
 		cancel()

@@ -172,7 +172,7 @@ func TestStagingReturnedOnCancellation(t *testing.T) {
 		t.Fatalf("%d buffers in use, want the 2 chunks in flight", n)
 	}
 	clock.Advance(time.Second)
-	waitFor(t, func() bool { return d.Pool().InUse() == 0 }, "in-flight chunks of a cancelled copy return their buffers")
+	testutil.Eventually(t, "in-flight chunks of a cancelled copy return their buffers", func() bool { return d.Pool().InUse() == 0 })
 
 	// 2. A Wait that times out leaves the transfer running; its buffers come back.
 	tr, err := d.CopyLayer(t.Context(), buf, 1, randomBytes(3, 2<<20))
@@ -253,17 +253,6 @@ func TestStagingUnderConcurrentCancellation(t *testing.T) {
 	})
 	if nf == 0 {
 		t.Fatal("no copy was cancelled; the test did not exercise cancellation")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

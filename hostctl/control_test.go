@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kvloom/kvloom/hostctl/api"
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/matcher"
 )
 
@@ -203,7 +204,7 @@ func TestHotSpanMaterialized(t *testing.T) {
 	if _, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: a, Recompute: "none"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the span materialised", func() bool { return dt.d.Stats().Control.GetMaterialized() > 0 })
+	testutil.Eventually(t, "the span materialised", func() bool { return dt.d.Stats().Control.GetMaterialized() > 0 })
 	st := dt.d.Stats().Control
 	if st.MaterializedTokens < uint64(len(span)) || st.MaterializeFailures != 0 {
 		t.Fatalf("control stats %v", st)

@@ -15,20 +15,9 @@ import (
 
 	"github.com/kvloom/kvloom/gpu"
 	"github.com/kvloom/kvloom/hostctl/api"
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/kvcache"
 )
-
-// eventually polls cond until it holds, failing the test after 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // counterValue reads a counter.
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
@@ -120,7 +109,11 @@ func TestPrepareGPUZeroCopy(t *testing.T) {
 		t.Fatalf("plan's GPU buffer %v, want the sim backend's, zero copy", g)
 	}
 	layers := kv.Shape().Layers
-	eventually(t, "every layer stitched and handed to the DMA while no copy has finished", func() bool { return sim.Pool().InUse() == layers })
+	testutil.Eventually(t, "every layer stitched and handed to the DMA while no copy has finished", func() bool {
+		// Allocated is not enough: the last buffer may still be being
+		// stitched, and its copy would start after the clock moved.
+		return sim.Pool().InUse() == layers && counterValue(t, dt.d.m.dmaLayers.WithLabelValues("pinned")) == float64(layers)
+	})
 	clock.Advance(time.Second)
 	for l := range layers {
 		ev, err := stream.Recv()
@@ -151,7 +144,7 @@ func TestPrepareGPUZeroCopy(t *testing.T) {
 		}
 	}
 	verifyPlan(t, p, kv)
-	eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
+	testutil.Eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
 	if n := counterValue(t, dt.d.m.dmaLayers.WithLabelValues("pinned")); n != float64(layers) {
 		t.Fatalf("kvloom_dma_layers_total{path=pinned} = %v, want %d", n, layers)
 	}
@@ -195,7 +188,7 @@ func TestPrepareGPUBuffersReturned(t *testing.T) {
 			}
 			// Both buffers handed over to the DMA, not one of them still
 			// being stitched (that one would go back at the cut).
-			eventually(t, "two layers in flight", func() bool { return sim.Pool().InUse() == 2 && handed() == before+2 })
+			testutil.Eventually(t, "two layers in flight", func() bool { return sim.Pool().InUse() == 2 && handed() == before+2 })
 			if tc.code == codes.Canceled {
 				cancel()
 			}
@@ -205,13 +198,13 @@ func TestPrepareGPUBuffersReturned(t *testing.T) {
 				}
 			}
 			wantCode(t, err, tc.code, "")
-			eventually(t, "the Prepare to end", func() bool { return dt.d.inflight() == 0 })
-			eventually(t, "its segment deleted", func() bool { n, _ := dt.d.segs.stats(); return n == 0 })
+			testutil.Eventually(t, "the Prepare to end", func() bool { return dt.d.inflight() == 0 })
+			testutil.Eventually(t, "its segment deleted", func() bool { n, _ := dt.d.segs.stats(); return n == 0 })
 			if n := sim.Pool().InUse(); n != 2 {
 				t.Fatalf("%d pool buffers out, want the 2 copies in flight", n)
 			}
 			clock.Advance(time.Second)
-			eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
+			testutil.Eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
 		})
 	}
 	checkExactPrefix(t, dt, m, "acme", toks)
@@ -279,7 +272,7 @@ func TestPrepareGPUOnly(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
+	testutil.Eventually(t, "every pinned buffer back in the pool", func() bool { return sim.Pool().InUse() == 0 })
 }
 
 // TestPrepareGPUPageableFallback: a layer larger than the whole pinned

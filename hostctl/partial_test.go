@@ -257,7 +257,7 @@ func TestPartialResultsOverLateOnes(t *testing.T) {
 	}
 	// Once Redis answers, block 3 is back; block 1 was quarantined: a
 	// miss, recomputed. PrepareAll hands back plans ready to use.
-	eventually(t, "block 3 reused once Redis answers", func() bool {
+	testutil.Eventually(t, "block 3 reused once Redis answers", func() bool {
 		res, err := PrepareAll(ctx, dt.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: toks, Recompute: "none"})
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvloom/kvloom/hostctl/api"
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // startTCPDaemon runs a daemon whose API also listens on loopback TCP
@@ -63,7 +64,7 @@ func TestPeerLoad(t *testing.T) {
 	// B wrote what it fetched into its own tiers through its write-back
 	// queue: the next Prepare of the prompt is a local hit.
 	blocks := uint64(len(toks) / 16)
-	eventually(t, "the peer's chunks offered to the local tiers", func() bool { return b.d.Stats().PeerPromotions == blocks })
+	testutil.Eventually(t, "the peer's chunks offered to the local tiers", func() bool { return b.d.Stats().PeerPromotions == blocks })
 	if _, err := b.d.st.wb.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestPeerLoad(t *testing.T) {
 	cfgC.Peers.Static = []string{addrA}
 	cfgC.Limits.WritebackBytes = 1
 	c, _ := startTCPDaemon(t, cfgC)
-	eventually(t, "daemon C to learn A's entries", func() bool {
+	testutil.Eventually(t, "daemon C to learn A's entries", func() bool {
 		lk, err := c.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: toks})
 		return err == nil && lk.ReusableTokens > 0
 	})
@@ -95,7 +96,7 @@ func TestPeerLoad(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, "C's refusals counted", func() bool { return c.d.Stats().PeerPromotionRejects == 2*blocks })
+	testutil.Eventually(t, "C's refusals counted", func() bool { return c.d.Stats().PeerPromotionRejects == 2*blocks })
 	if st := c.d.Stats(); st.PeerPromotions != 0 {
 		t.Fatalf("daemon C promoted %d chunks through a full queue", st.PeerPromotions)
 	}

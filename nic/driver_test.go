@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/matcher"
 	"github.com/kvloom/kvloom/nic"
 	"github.com/kvloom/kvloom/nic/simnic"
@@ -80,18 +81,6 @@ func submit(t *testing.T, d nic.Device, prompt []matcher.Token) <-chan nic.Event
 	return ch
 }
 
-// eventually retries cond until it holds or a minute passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: never happened", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestDriverResetTimeout: a device that never answers the reset handshake
 // makes NewDriver fail with ErrTimeout instead of hanging.
 func TestDriverResetTimeout(t *testing.T) {
@@ -124,9 +113,9 @@ func TestDriverForgedCompletion(t *testing.T) {
 	bar.Write(nic.WinCplRingOffset+int(tail&(bar.Load32(nic.RegCplRingEntries)-1))*nic.CplEntrySize, b)
 	bar.Store32(nic.RegCplTail, tail+1)
 	d.Wake()
-	eventually(t, "reset after a forged completion", func() bool { return d.Stats().Resets == 1 })
+	testutil.Eventually(t, "reset after a forged completion", func() bool { return d.Stats().Resets == 1 })
 	var ms []matcher.Match
-	eventually(t, "serving after the reset", func() bool {
+	testutil.Eventually(t, "serving after the reset", func() bool {
 		ch, err := d.Submit(t.Context(), nic.Request{Salt: e.Salt, Tokens: e.Tokens})
 		if errors.Is(err, nic.ErrQueueFull) {
 			return false // still resetting
@@ -158,13 +147,13 @@ func TestDriverForeignReset(t *testing.T) {
 	bar := d.Region()
 	bar.Store32(nic.RegCtrl, nic.CtrlReset) // another process resets the card
 	d.Model().Kick()
-	eventually(t, "the foreign reset", func() bool { return bar.Load32(nic.RegEpoch) != d.Geometry().Epoch })
+	testutil.Eventually(t, "the foreign reset", func() bool { return bar.Load32(nic.RegEpoch) != d.Geometry().Epoch })
 	_, err := result(t, submit(t, d, e.Tokens))
 	var de *nic.DeviceError
 	if !errors.As(err, &de) || !de.Fatal {
 		t.Fatalf("request across a foreign reset ended with %v, want a fatal DeviceError", err)
 	}
-	eventually(t, "recovery", func() bool {
+	testutil.Eventually(t, "recovery", func() bool {
 		ch, err := d.Submit(t.Context(), nic.Request{Salt: e.Salt, Tokens: e.Tokens})
 		if errors.Is(err, nic.ErrQueueFull) {
 			return false

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -104,16 +103,4 @@ func mustMiss(t testing.TB, s Store, key matcher.ChunkKey) error {
 		t.Fatalf("get %v: %v, want ErrNotFound", key, err)
 	}
 	return err
-}
-
-// eventually polls cond until it holds or 10s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -287,7 +287,7 @@ func TestPrefetchAbandonedBatchStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the batch to start", func() bool {
+	testutil.Eventually(t, "the batch to start", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return len(b.batches) == 1
@@ -297,7 +297,7 @@ func TestPrefetchAbandonedBatchStops(t *testing.T) {
 		t.Fatalf("cancelled request: %+v", res)
 	}
 	f.Close()
-	eventually(t, "the abandoned batch to end", func() bool {
+	testutil.Eventually(t, "the abandoned batch to end", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.ended == 1
@@ -357,7 +357,7 @@ func TestPrefetchJoinEarlierDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	eventually(t, "the open of chunk a to start", func() bool {
+	testutil.Eventually(t, "the open of chunk a to start", func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		return o.waiting == 1

@@ -205,7 +205,7 @@ func TestRedisKilledMidFetch(t *testing.T) {
 	}
 	srv.Restart(t)
 	c2 := makeChunk(t, spec, 64, 2)
-	eventually(t, "the redis tier to accept writes again", func() bool { return r.Put(t.Context(), c2) == nil })
+	testutil.Eventually(t, "the redis tier to accept writes again", func() bool { return r.Put(t.Context(), c2) == nil })
 	mustGet(t, r, c2)
 	if !r.Stats().Up {
 		t.Fatal("tier not up after the server came back")

@@ -121,8 +121,8 @@ func TestTieredPromotionAndLocate(t *testing.T) {
 	}
 	mustGet(t, st, a)
 	mustGet(t, st, b)
-	eventually(t, "promotion into memory", func() bool { return mem.contains(a.Key) && mem.contains(b.Key) })
-	eventually(t, "promotion of a onto disk", func() bool { return disk.contains(a.Key) })
+	testutil.Eventually(t, "promotion into memory", func() bool { return mem.contains(a.Key) && mem.contains(b.Key) })
+	testutil.Eventually(t, "promotion of a onto disk", func() bool { return disk.contains(a.Key) })
 	s := st.Stats()
 	if s.Promotions < 3 || s.Tiers[1].Hits != 1 || s.Tiers[2].Hits != 1 {
 		t.Fatalf("stats %+v: want 3 promotions and one hit each in disk and redis", s)
@@ -268,7 +268,7 @@ func TestTieredGetMany(t *testing.T) {
 		}
 	}
 	for _, c := range []*kvcache.Chunk{cs[2], cs[5]} {
-		eventually(t, "the redis chunks to be promoted to disk", func() bool {
+		testutil.Eventually(t, "the redis chunks to be promoted to disk", func() bool {
 			has, err := disk.Has(t.Context(), []matcher.ChunkKey{c.Key})
 			return err == nil && has[0]
 		})
