@@ -191,6 +191,15 @@ func (img *Image) Bytes() []byte {
 	return buf.Bytes()
 }
 
+// WriteFile writes the image's encoding to path through a temporary file
+// and a rename, so that a reader never sees half an image.
+func (img *Image) WriteFile(path string) error {
+	return writeFileAtomic(path, func(w io.Writer) error {
+		_, err := img.WriteTo(w)
+		return err
+	})
+}
+
 // WriteTo writes the image's encoding to w.
 func (img *Image) WriteTo(w io.Writer) (int64, error) {
 	var n int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -204,8 +205,14 @@ func (l *FPGAMgrLoader) Load(ctx context.Context, img *Image) error {
 	}
 	fwDir := filepath.Join(l.opts.Root, l.opts.FirmwareDir)
 	fwName := "kvloom-" + img.manifest.Name + "-" + img.ID()[:16] + ".bin"
-	if err := writeFileAtomic(fwDir, fwName, data); err != nil {
-		return fmt.Errorf("load image %s: %w: %w", img, err, ErrTargetUnchanged)
+	if err := os.MkdirAll(fwDir, 0o755); err != nil {
+		return fmt.Errorf("load image %s: create firmware directory: %w: %w", img, err, ErrTargetUnchanged)
+	}
+	if err := writeFileAtomic(filepath.Join(fwDir, fwName), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}); err != nil {
+		return fmt.Errorf("load image %s: firmware file: %w: %w", img, err, ErrTargetUnchanged)
 	}
 	flags := "0"
 	if img.manifest.Target.Partial {
@@ -310,18 +317,16 @@ func readAttr(path string) (string, error) {
 	return strings.TrimRight(string(b), "\n"), nil
 }
 
-// writeFileAtomic writes name in dir through a temporary file and a rename,
-// so the kernel never reads a half-written image.
-func writeFileAtomic(dir, name string, data []byte) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create firmware directory: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".kvloom-*.tmp")
+// writeFileAtomic writes path through a temporary file in its directory
+// and a rename, so that no reader (the kernel's firmware loader, a daemon
+// reading an image) ever sees a half-written file.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".kvloom-*.tmp")
 	if err != nil {
-		return fmt.Errorf("write firmware file: %w", err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	err = write(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -332,10 +337,10 @@ func writeFileAtomic(dir, name string, data []byte) error {
 		err = os.Chmod(tmp, 0o644)
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
+		err = os.Rename(tmp, path)
 	}
 	if err != nil {
-		return errors.Join(fmt.Errorf("write firmware file %s: %w", name, err), os.Remove(tmp))
+		return errors.Join(fmt.Errorf("write %s: %w", path, err), os.Remove(tmp))
 	}
 	return nil
 }

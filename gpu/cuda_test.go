@@ -24,10 +24,7 @@ import (
 // in a temporary directory and returns its path.
 func buildFakeCUDA(t testing.TB) string {
 	t.Helper()
-	cc, err := exec.LookPath("cc")
-	if err != nil {
-		t.Fatalf("the fake libcuda needs a C compiler (cgo needs one too): install gcc: %v", err)
-	}
+	cc := testutil.RequireTool(t, "cc", "gcc") // cgo needs it too
 	out := filepath.Join(t.TempDir(), "libcuda.so.1")
 	cmd := exec.Command(cc, "-shared", "-fPIC", "-pthread", "-O1", "-o", out, filepath.Join("testdata", "fakecuda", "libcuda.c"))
 	if b, err := cmd.CombinedOutput(); err != nil {

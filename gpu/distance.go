@@ -3,43 +3,40 @@ package gpu
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kvloom/kvloom/sim/topology"
 )
 
 // Level is the PCIe distance between two devices in nvidia-smi's
-// vocabulary, nearest first.
-type Level int
+// vocabulary, nearest first. It is sim/topology's Distance, value for value,
+// so that names and order cannot drift between the matrix kvloom topo prints
+// and the file it exports; its own type adds the JSON text form.
+type Level topology.Distance
 
 // The levels of `nvidia-smi topo -m`.
 const (
-	LevelSelf Level = iota // X: the same device
-	LevelPIX               // at most one PCIe bridge (one switch) between them
-	LevelPXB               // several bridges, no host bridge
-	LevelPHB               // through a PCIe host bridge (the CPU's root complex)
-	LevelNODE              // between host bridges of one NUMA node
-	LevelSYS               // across the SMP interconnect between NUMA nodes
+	LevelSelf = Level(topology.Self) // X: the same device
+	LevelPIX  = Level(topology.PIX)  // at most one PCIe bridge (one switch) between them
+	LevelPXB  = Level(topology.PXB)  // several bridges, no host bridge
+	LevelPHB  = Level(topology.PHB)  // through a PCIe host bridge (the CPU's root complex)
+	LevelNODE = Level(topology.NODE) // between host bridges of one NUMA node
+	LevelSYS  = Level(topology.SYS)  // across the SMP interconnect between NUMA nodes
 )
 
-var levelNames = [...]string{"X", "PIX", "PXB", "PHB", "NODE", "SYS"}
-
-func (l Level) String() string {
-	if l >= 0 && int(l) < len(levelNames) {
-		return levelNames[l]
-	}
-	return "Level(" + strconv.Itoa(int(l)) + ")"
-}
+func (l Level) String() string { return topology.Distance(l).String() }
 
 // ParseLevel is the inverse of Level.String.
 func ParseLevel(s string) (Level, error) {
-	for i, n := range levelNames {
-		if n == s {
-			return Level(i), nil
-		}
+	d, err := topology.ParseDistance(s)
+	if err != nil {
+		return 0, &ParseError{What: "topology level", Offset: 0, Value: s, Reason: "want X, PIX, PXB, PHB, NODE or SYS"}
 	}
-	return 0, &ParseError{What: "topology level", Offset: 0, Value: s, Reason: "want X, PIX, PXB, PHB, NODE or SYS"}
+	return Level(d), nil
 }
 
 // MarshalText writes the level's name.
@@ -107,7 +104,7 @@ func PCIDistance(a, b *PCIDevice) Level {
 	for common < len(ca) && common < len(cb) && ca[common] == cb[common] {
 		common++
 	}
-	hb := slicesIndex(ca, a.HostBridge)
+	hb := slices.Index(ca, a.HostBridge)
 	if a.HostBridge != b.HostBridge || common <= hb {
 		// A NUMA node of -1 means "unknown"; like NCCL we compare the values
 		// as they are, so two unknowns count as one node.
@@ -126,15 +123,6 @@ func PCIDistance(a, b *PCIDevice) Level {
 		return LevelPIX
 	}
 	return LevelPXB
-}
-
-func slicesIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // Matrix is the all-pairs connection table over a topology's endpoints.

@@ -32,7 +32,7 @@ func benchDaemon(b *testing.B) (*daemonT, []uint32, benchutil.Baseline) {
 	b.Cleanup(func() { os.RemoveAll(shm) })
 	cfg.Limits.SegmentDir = filepath.Join(shm, "seg")
 	cfg.Limits.SegmentTTL = 100 * time.Millisecond
-	dt := startDaemonTB(b, cfg)
+	dt := startDaemon(b, cfg)
 	toks := m.prompt(story)
 	if _, err := StoreKV(b.Context(), dt.c, &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: toks}, m.prefill(b, toks), 0); err != nil {
 		b.Fatal(err)

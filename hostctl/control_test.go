@@ -110,9 +110,7 @@ func TestShutdownCancelsAtDeadline(t *testing.T) {
 	if err := stream.Send(&api.StoreRequest{Msg: &api.StoreRequest_Header{Header: &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: toks}}}); err != nil {
 		t.Fatal(err)
 	}
-	for d.inflight() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the Store stream to be in flight", func() bool { return d.inflight() != 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -165,13 +163,7 @@ func TestPruneEvictedEntries(t *testing.T) {
 	if err := dt.d.st.delete(t.Context(), keys); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for dt.d.index.Len() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the entry was never pruned")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the entry whose chunks are gone to be pruned", func() bool { return dt.d.index.Len() == 0 })
 	storePrompt(t, dt.c, m, "acme", other)
 }
 

@@ -326,8 +326,10 @@ func (d *Daemon) ListenUnix() (net.Listener, error) {
 // TCP, metrics), serves until ctx ends (SIGTERM), then shuts down under
 // limits.shutdown_timeout and returns what could not be finished.
 func (d *Daemon) Run(ctx context.Context) error {
-	var g errgroup.Group
+	// Every listener is open, and d.listen (which Status reads) is set,
+	// before the first one serves.
 	var listeners []net.Listener
+	var serves []func() error
 	fail := func(err error) error {
 		for _, l := range listeners {
 			l.Close()
@@ -340,7 +342,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fail(err)
 		}
 		listeners = append(listeners, lis)
-		g.Go(func() error { return d.Serve(ctx, lis) })
+		serves = append(serves, func() error { return d.Serve(ctx, lis) })
 	}
 	if d.cfg.Listen.TCP != "" {
 		lis, err := net.Listen("tcp", d.cfg.Listen.TCP)
@@ -348,7 +350,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fail(fmt.Errorf("listen tcp %s: %w", d.cfg.Listen.TCP, err))
 		}
 		listeners = append(listeners, lis)
-		g.Go(func() error { return d.ServeTLS(ctx, lis) })
+		serves = append(serves, func() error { return d.ServeTLS(ctx, lis) })
 	}
 	if d.cfg.Metrics.Listen != "" {
 		lis, err := net.Listen("tcp", d.cfg.Metrics.Listen)
@@ -356,10 +358,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fail(fmt.Errorf("listen metrics %s: %w", d.cfg.Metrics.Listen, err))
 		}
 		listeners = append(listeners, lis)
-		g.Go(func() error { return d.ServeMetrics(lis) })
+		serves = append(serves, func() error { return d.ServeMetrics(lis) })
 	}
 	for _, l := range listeners {
 		d.listen = append(d.listen, l.Addr().Network()+"://"+l.Addr().String())
+	}
+	var g errgroup.Group
+	for _, serve := range serves {
+		g.Go(serve)
 	}
 	d.log.Info("daemon_listening", "addresses", d.listen)
 	<-ctx.Done()

@@ -3,7 +3,6 @@ package hostctl
 import (
 	"context"
 	"crypto/ed25519"
-	"github.com/kvloom/kvloom/bitstream"
 	"log/slog"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvloom/kvloom/bitstream"
 	"github.com/kvloom/kvloom/engine"
 	"github.com/kvloom/kvloom/hostctl/api"
 	"github.com/kvloom/kvloom/internal/testutil"
@@ -47,12 +47,7 @@ type daemonT struct {
 
 // startDaemon runs a daemon until the test ends (then shuts it down and
 // checks the shutdown reports nothing lost).
-func startDaemon(t *testing.T, cfg Config) *daemonT {
-	t.Helper()
-	return startDaemonTB(t, cfg)
-}
-
-func startDaemonTB(t testing.TB, cfg Config) *daemonT {
+func startDaemon(t testing.TB, cfg Config) *daemonT {
 	t.Helper()
 	return startDaemonOpts(t, cfg, Options{})
 }

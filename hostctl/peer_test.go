@@ -2,12 +2,14 @@ package hostctl
 
 import (
 	"context"
-	"google.golang.org/grpc/codes"
+	"slices"
 	"testing"
-	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/kvloom/kvloom/hostctl/api"
 	"github.com/kvloom/kvloom/internal/testutil"
+	"github.com/kvloom/kvloom/matcher"
 )
 
 // startTCPDaemon runs a daemon whose API also listens on loopback TCP
@@ -40,20 +42,30 @@ func TestPeerLoad(t *testing.T) {
 	toks := m.prompt(story)
 	storePrompt(t, a.c, m, "acme", toks)
 	ctx := t.Context()
-	deadline := time.Now().Add(10 * time.Second)
 	var lk *api.LookupResponse
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, "daemon B to learn A's entries", func() bool {
 		var err error
 		if lk, err = b.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: toks}); err != nil {
 			t.Fatal(err)
 		}
-		if lk.ReusableTokens > 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return lk.ReusableTokens > 0
+	})
 	if lk.ReusableTokens != int32(len(toks)/16*16) || lk.Ranges[0].Source != api.Source_SOURCE_PEER || lk.Ranges[0].Where != addrA {
 		t.Fatalf("daemon B's lookup: %v", lk)
+	}
+	// A answers a peer's HasChunks for what it holds and what it does not.
+	var ask []string
+	for _, r := range lk.Ranges {
+		ask = append(ask, r.Chunk)
+	}
+	ask = append(ask, matcher.ChunkKey{}.String())
+	conn, err := b.d.peers.conn(addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has, err := api.NewPeerClient(conn).HasChunks(b.d.peers.outgoing(ctx), &api.HasChunksRequest{Chunks: ask})
+	if err != nil || len(has.Has) != len(ask) || slices.Contains(has.Has[:len(ask)-1], false) || has.Has[len(ask)-1] {
+		t.Fatalf("HasChunks(%q) from A: %v %v", ask, has, err)
 	}
 	p := checkExactPrefix(t, b, m, "acme", toks)
 	for _, r := range p.Ranges {
@@ -101,7 +113,7 @@ func TestPeerLoad(t *testing.T) {
 		t.Fatalf("daemon C promoted %d chunks through a full queue", st.PeerPromotions)
 	}
 	// Other tenants still see nothing, on either daemon.
-	lk, err := b.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: toks})
+	lk, err = b.c.Lookup(ctx, &api.LookupRequest{Tenant: "globex", Model: "stories260K", Tokens: toks})
 	if err != nil || lk.ReusableTokens != 0 {
 		t.Fatalf("globex on B: %v %v", lk, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kvloom/kvloom/hostctl/api"
+	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/kvcache"
 	"github.com/kvloom/kvloom/matcher"
 )
@@ -327,16 +328,11 @@ func TestInflightLimit(t *testing.T) {
 	if err := stream.Send(&api.StoreRequest{Msg: &api.StoreRequest_Header{Header: &api.StoreHeader{Tenant: "acme", Model: "stories260K", Tokens: make([]uint32, 20)}}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for dt.d.inflight() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the Store stream to take the slot", func() bool { return dt.d.inflight() != 0 })
 	_, err = dt.c.Ping(t.Context(), &api.PingRequest{})
 	wantCode(t, err, codes.ResourceExhausted, "max_inflight")
 	cancel()
-	for dt.d.inflight() != 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the cancelled Store stream to give the slot back", func() bool { return dt.d.inflight() == 0 })
 	if _, err := dt.c.Ping(t.Context(), &api.PingRequest{}); err != nil {
 		t.Fatalf("after the stream ended: %v", err)
 	}
@@ -357,16 +353,10 @@ func TestSegmentsReleaseAndExpire(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("segment file: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("segment not deleted after its TTL: %v", err)
-	}
+	testutil.Eventually(t, "the segment file deleted after its TTL", func() bool {
+		_, err := os.Stat(path)
+		return errors.Is(err, os.ErrNotExist)
+	})
 	_, err = dt.c.Release(t.Context(), &api.ReleaseRequest{Handle: res.Plan.Kv.Handle})
 	wantCode(t, err, codes.NotFound, "segment")
 }
@@ -395,17 +385,13 @@ func TestStatusStatsDevices(t *testing.T) {
 		t.Fatalf("backends %v", st.Backends)
 	}
 	// The control loop puts the reused prefix on the device.
-	deadline := time.Now().Add(5 * time.Second)
 	var stats *api.StatsResponse
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, "the control loop to fill the device table", func() bool {
 		if stats, err = dt.c.Stats(ctx, &api.StatsRequest{}); err != nil {
 			t.Fatal(err)
 		}
-		if stats.Control.GetTableEntries() > 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return stats.Control.GetTableEntries() > 0
+	})
 	if stats.Control.GetTableEntries() == 0 || len(stats.Control.Top) == 0 || !stats.Control.Top[0].OnDevice {
 		t.Fatalf("control loop put nothing on the device: %v", stats.Control)
 	}

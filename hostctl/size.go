@@ -12,9 +12,9 @@ import (
 // ("64MiB", "8 GiB", "1.5GB").
 type Size int64
 
-// ParseSize reads a size with or without a unit (go-humanize's ParseBytes:
+// parseSize reads a size with or without a unit (go-humanize's ParseBytes:
 // KiB/MiB/GiB are powers of two, KB/MB/GB powers of ten).
-func ParseSize(s string) (Size, error) {
+func parseSize(s string) (Size, error) {
 	n, err := humanize.ParseBytes(s)
 	if err != nil {
 		return 0, fmt.Errorf("parse size %q: %w", s, err)
@@ -45,7 +45,7 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: a size must be a number or a string like 64MiB", n.Line)
 	}
-	v, err := ParseSize(n.Value)
+	v, err := parseSize(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
@@ -55,16 +55,3 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the String form.
 func (s Size) MarshalYAML() (any, error) { return s.String(), nil }
-
-// Set implements pflag.Value.
-func (s *Size) Set(v string) error {
-	n, err := ParseSize(v)
-	if err != nil {
-		return err
-	}
-	*s = n
-	return nil
-}
-
-// Type implements pflag.Value.
-func (s *Size) Type() string { return "size" }

@@ -29,15 +29,6 @@ func reportMinRatio(b *testing.B, unit string, subject, baseline func()) {
 	b.ReportMetric(best[1].Seconds()/best[0].Seconds(), unit+"-min")
 }
 
-// copyOp is copy() of n non-zero bytes between two buffers.
-func copyOp(n int) func() {
-	src := make([]byte, n)
-	dst := make([]byte, n)
-	fillNonZero(src)
-	fillNonZero(dst)
-	return func() { copy(dst, src) }
-}
-
 // Benchmarks use llama-3-8b's KV shape (bf16, 128 KiB per token) and
 // LMCache's 256-token chunks: 32 MiB per chunk.
 const benchChunkTokens = 256
@@ -109,135 +100,82 @@ func fillNonZero(buf []byte) {
 
 const benchChunks2 = 2 // 64 MiB per stitch
 
+// stitchOp returns one stitch of plan's sources into a fresh contiguous
+// target, or into vLLM's paged layout (16-token blocks, shuffled block
+// table), both filled with non-zero bytes first.
+func stitchOp(b *testing.B, spec ModelSpec, plan *Plan, srcs []ChunkReader, paged bool) func() {
+	b.Helper()
+	st, err := NewStitcher(&spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var target Target
+	if paged {
+		target = scatteredPaged(b, spec.Shape(), len(plan.Prompt))
+	} else {
+		kv, err := NewKV(spec.Shape(), len(plan.Prompt))
+		if err != nil {
+			b.Fatal(err)
+		}
+		fillNonZero(kv.Bytes())
+		target = kv
+	}
+	req := StitchRequest{Plan: plan, Sources: srcs, Target: target}
+	ctx := context.Background()
+	return func() {
+		if _, err := st.Stitch(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// loopBytes runs op in b's timed loop, each call processing n bytes.
+func loopBytes(b *testing.B, n int, op func()) {
+	b.SetBytes(int64(n))
+	b.ReportAllocs()
+	for b.Loop() {
+		op()
+	}
+}
+
+// benchStitchVsCopy times the stitch of two 256-token chunks computed at
+// base positions shifted by shift, against copy() of the same bytes.
+func benchStitchVsCopy(b *testing.B, shift int, paged bool) {
+	spec := benchSpec(b)
+	plan, srcs := benchChunks(b, spec, benchChunks2, shift)
+	stitch := stitchOp(b, spec, plan, srcs, paged)
+	n := spec.Shape().Bytes(len(plan.Prompt))
+	loopBytes(b, n, stitch)
+	benchutil.ReportRatio(b, "x-vs-copy", float64(n), benchutil.CopyBaseline(n))
+	reportMinRatio(b, "x-vs-copy", stitch, benchutil.CopyBaseline(n).Op)
+}
+
 // BenchmarkStitchContiguous: two 256-token chunks placed where they were
 // computed (no re-rotation) into a contiguous target, against copy() of
 // the same bytes.
-func BenchmarkStitchContiguous(b *testing.B) {
-	spec := benchSpec(b)
-	plan, srcs := benchChunks(b, spec, benchChunks2, 0)
-	st, err := NewStitcher(&spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst, err := NewKV(spec.Shape(), len(plan.Prompt))
-	if err != nil {
-		b.Fatal(err)
-	}
-	fillNonZero(dst.Bytes())
-	req := StitchRequest{Plan: plan, Sources: srcs, Target: dst}
-	ctx := context.Background()
-	n := spec.Shape().Bytes(len(plan.Prompt))
-	b.SetBytes(int64(n))
-	b.ReportAllocs()
-	stitch := func() {
-		if _, err := st.Stitch(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for b.Loop() {
-		stitch()
-	}
-	benchutil.ReportRatio(b, "x-vs-copy", float64(n), benchutil.CopyBaseline(n))
-	reportMinRatio(b, "x-vs-copy", stitch, copyOp(n))
-}
+func BenchmarkStitchContiguous(b *testing.B) { benchStitchVsCopy(b, 0, false) }
 
 // BenchmarkStitchPaged: the same stitch into vLLM's paged layout (16-token
 // blocks, shuffled block table), against the contiguous stitch measured in
-// the same run, and against copy().
+// the same run.
 func BenchmarkStitchPaged(b *testing.B) {
 	spec := benchSpec(b)
 	plan, srcs := benchChunks(b, spec, benchChunks2, 0)
-	st, err := NewStitcher(&spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	paged := scatteredPaged(b, spec.Shape(), len(plan.Prompt))
-	cont, err := NewKV(spec.Shape(), len(plan.Prompt))
-	if err != nil {
-		b.Fatal(err)
-	}
-	fillNonZero(cont.Bytes())
-	ctx := context.Background()
+	paged := stitchOp(b, spec, plan, srcs, true)
+	contiguous := stitchOp(b, spec, plan, srcs, false)
 	n := spec.Shape().Bytes(len(plan.Prompt))
-	b.SetBytes(int64(n))
-	b.ReportAllocs()
-	req := StitchRequest{Plan: plan, Sources: srcs, Target: paged}
-	for b.Loop() {
-		if _, err := st.Stitch(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	contReq := StitchRequest{Plan: plan, Sources: srcs, Target: cont}
-	contiguous := func() {
-		if _, err := st.Stitch(ctx, contReq); err != nil {
-			b.Fatal(err)
-		}
-	}
+	loopBytes(b, n, paged)
 	benchutil.ReportRatio(b, "x-vs-contiguous", float64(n), benchutil.Baseline{Op: contiguous, PerOp: float64(n)})
-	reportMinRatio(b, "x-vs-contiguous", func() {
-		if _, err := st.Stitch(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}, contiguous)
+	reportMinRatio(b, "x-vs-contiguous", paged, contiguous)
 }
 
 // BenchmarkStitchPagedVsCopy reports the paged stitch against copy()
 // (ReportRatio takes one baseline per benchmark).
-func BenchmarkStitchPagedVsCopy(b *testing.B) {
-	spec := benchSpec(b)
-	plan, srcs := benchChunks(b, spec, benchChunks2, 0)
-	st, err := NewStitcher(&spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	paged := scatteredPaged(b, spec.Shape(), len(plan.Prompt))
-	ctx := context.Background()
-	n := spec.Shape().Bytes(len(plan.Prompt))
-	b.SetBytes(int64(n))
-	b.ReportAllocs()
-	req := StitchRequest{Plan: plan, Sources: srcs, Target: paged}
-	stitch := func() {
-		if _, err := st.Stitch(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for b.Loop() {
-		stitch()
-	}
-	benchutil.ReportRatio(b, "x-vs-copy", float64(n), benchutil.CopyBaseline(n))
-	reportMinRatio(b, "x-vs-copy", stitch, copyOp(n))
-}
+func BenchmarkStitchPagedVsCopy(b *testing.B) { benchStitchVsCopy(b, 0, true) }
 
 // BenchmarkStitchReRotate: the contiguous stitch with every chunk moved by
 // 1000 positions, so all keys (half the bytes) are re-rotated.
-func BenchmarkStitchReRotate(b *testing.B) {
-	spec := benchSpec(b)
-	plan, srcs := benchChunks(b, spec, benchChunks2, 1000)
-	st, err := NewStitcher(&spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst, err := NewKV(spec.Shape(), len(plan.Prompt))
-	if err != nil {
-		b.Fatal(err)
-	}
-	fillNonZero(dst.Bytes())
-	req := StitchRequest{Plan: plan, Sources: srcs, Target: dst}
-	ctx := context.Background()
-	n := spec.Shape().Bytes(len(plan.Prompt))
-	b.SetBytes(int64(n))
-	b.ReportAllocs()
-	stitch := func() {
-		if _, err := st.Stitch(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for b.Loop() {
-		stitch()
-	}
-	benchutil.ReportRatio(b, "x-vs-copy", float64(n), benchutil.CopyBaseline(n))
-	reportMinRatio(b, "x-vs-copy", stitch, copyOp(n))
-}
+func BenchmarkStitchReRotate(b *testing.B) { benchStitchVsCopy(b, 1000, false) }
 
 // BenchmarkRotateBF16: re-rotating one chunk's keys (256 tokens × 32
 // layers, 16 MiB of bf16) from one buffer to another, on one core.
@@ -271,7 +209,7 @@ func BenchmarkRotateBF16(b *testing.B) {
 			}
 			benchutil.ReportRate(b, "GB/s", float64(n)/1e9)
 			benchutil.ReportRatio(b, "x-vs-copy", float64(n), benchutil.CopyBaseline(n))
-			reportMinRatio(b, "x-vs-copy", rotate, copyOp(n))
+			reportMinRatio(b, "x-vs-copy", rotate, benchutil.CopyBaseline(n).Op)
 			best := time.Hour
 			for range 15 {
 				start := time.Now()
@@ -312,7 +250,7 @@ func BenchmarkBlobEncode(b *testing.B) {
 		encode()
 	}
 	benchutil.ReportRatio(b, "x-vs-copy", float64(size), benchutil.CopyBaseline(size))
-	reportMinRatio(b, "x-vs-copy", encode, copyOp(size))
+	reportMinRatio(b, "x-vs-copy", encode, benchutil.CopyBaseline(size).Op)
 }
 
 // BenchmarkBlobEncodeWriter: the same through EncodeChunk and an
@@ -337,7 +275,7 @@ func BenchmarkBlobEncodeWriter(b *testing.B) {
 		encode()
 	}
 	benchutil.ReportRatio(b, "x-vs-copy", float64(size), benchutil.CopyBaseline(size))
-	reportMinRatio(b, "x-vs-copy", encode, copyOp(size))
+	reportMinRatio(b, "x-vs-copy", encode, benchutil.CopyBaseline(size).Op)
 }
 
 // BenchmarkBlobDecodeStream: reading a 32 MiB raw blob from an io.Reader
@@ -369,7 +307,7 @@ func BenchmarkBlobDecodeStream(b *testing.B) {
 		decode()
 	}
 	benchutil.ReportRatio(b, "x-vs-copy", float64(len(blob)), benchutil.CopyBaseline(len(blob)))
-	reportMinRatio(b, "x-vs-copy", decode, copyOp(len(blob)))
+	reportMinRatio(b, "x-vs-copy", decode, benchutil.CopyBaseline(len(blob)).Op)
 }
 
 // BenchmarkBlobDecodeMapped: a 32 MiB raw blob already in memory (a mapped
@@ -400,5 +338,5 @@ func BenchmarkBlobDecodeMapped(b *testing.B) {
 		decode()
 	}
 	benchutil.ReportRatio(b, "x-vs-copy", float64(len(blob)), benchutil.CopyBaseline(len(blob)))
-	reportMinRatio(b, "x-vs-copy", decode, copyOp(len(blob)))
+	reportMinRatio(b, "x-vs-copy", decode, benchutil.CopyBaseline(len(blob)).Op)
 }

@@ -2,15 +2,10 @@ package kvcache
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
-
-	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // codecLayer is one layer of test KV in float32, K then V rows.
@@ -23,24 +18,16 @@ type codecLayer struct {
 // upon a time" (reference_once_upon_a_time.json), as f32.
 func codecRealKV(t testing.TB) []codecLayer {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.Stories260K(t), "reference_once_upon_a_time.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ref struct {
-		K [][][]float32 `json:"key_cache"`
-		V [][][]float32 `json:"value_cache"`
-	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
-	sh := Shape{Layers: len(ref.K), KVHeads: 4, HeadDim: 8, DType: F32}
+	ref := loadStoriesReference(t)
+	sh := Shape{Layers: len(ref.KeyCache), KVHeads: ref.KVDim / ref.HeadSize, HeadDim: ref.HeadSize, DType: F32}
 	var out []codecLayer
-	for l := range ref.K {
-		cl := codecLayer{li: LayerInfo{Index: l, Shape: sh, Tokens: len(ref.K[l])}}
-		for _, rows := range [][][]float32{ref.K[l], ref.V[l]} {
+	for l := range ref.KeyCache {
+		cl := codecLayer{li: LayerInfo{Index: l, Shape: sh, Tokens: len(ref.KeyCache[l])}}
+		for _, rows := range [][][]float64{ref.KeyCache[l], ref.ValueCache[l]} {
 			for _, r := range rows {
-				cl.f = append(cl.f, r...)
+				for _, x := range r {
+					cl.f = append(cl.f, float32(x))
+				}
 			}
 		}
 		out = append(out, cl)

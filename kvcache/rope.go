@@ -276,24 +276,33 @@ func (a *Angles) applyGeneric(dst, src []byte, heads int, dt DType, scale float3
 	r := a.r
 	es := dt.Size()
 	hb := es * r.headDim
-	half := r.rotDim / 2
 	buf := make([]float32, r.headDim)
 	for h := range heads {
 		s := src[h*hb : (h+1)*hb]
 		d := dst[h*hb : (h+1)*hb]
 		_ = DecodeFloat32(buf, dt, s, scale) // sizes checked by Apply
+		rotateFloat32(a, buf)
+		_ = EncodeFloat32(d[:es*r.rotDim], dt, buf[:r.rotDim], scale)
+		if r.rotDim < r.headDim {
+			copy(d[es*r.rotDim:], s[es*r.rotDim:])
+		}
+	}
+}
+
+// rotateFloat32 rotates key rows held as float32 values.
+func rotateFloat32(a *Angles, f []float32) {
+	r := a.r
+	half := r.rotDim / 2
+	for h := 0; h+r.headDim <= len(f); h += r.headDim {
+		head := f[h : h+r.headDim]
 		for i := range half {
 			i0, i1 := 2*i, 2*i+1
 			if r.style == RotateHalf {
 				i0, i1 = i, i+half
 			}
-			x0, x1 := buf[i0], buf[i1]
-			c, sn := a.cos[i], a.sin[i]
-			buf[i0], buf[i1] = float32(x0*c)-float32(x1*sn), float32(x0*sn)+float32(x1*c)
-		}
-		_ = EncodeFloat32(d[:es*r.rotDim], dt, buf[:r.rotDim], scale)
-		if r.rotDim < r.headDim {
-			copy(d[es*r.rotDim:], s[es*r.rotDim:])
+			x0, x1 := head[i0], head[i1]
+			c, s := a.cos[i], a.sin[i]
+			head[i0], head[i1] = float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
 		}
 	}
 }

@@ -250,7 +250,6 @@ func (st *Stitcher) Stitch(ctx context.Context, req StitchRequest) (StitchStats,
 		}
 	}
 	stats.Segments = len(segs)
-	srb := 0
 	trb := tsh.RowBytes()
 	// A stitch is written once and read later by DMA or the engine: past a
 	// cache's worth, bypass the cache as memmove does for large copies.
@@ -264,19 +263,18 @@ func (st *Stitcher) Stitch(ctx context.Context, req StitchRequest) (StitchStats,
 				return stats, fmt.Errorf("stitch: layer %d of chunk %v: %w", l, sg.src.Info().Key, err)
 			}
 			sinfo := sg.src.Info()
-			srb = sinfo.Shape.RowBytes()
+			srb := sinfo.Shape.RowBytes()
 			if len(payload) != 2*sg.n*srb {
 				return stats, fmt.Errorf("stitch: layer %d of chunk %v has %d bytes, want %d: %w", l, sinfo.Key, len(payload), 2*sg.n*srb, ErrShape)
 			}
 			for _, v := range []bool{false, true} {
 				half := payload[:sg.n*srb]
-				srcScale := sinfo.LayerInfo(l).Scales.K
 				if v {
 					half = payload[sg.n*srb:]
-					srcScale = sinfo.LayerInfo(l).Scales.V
 				}
+				srcScale := sinfo.LayerInfo(l).Scales.pick(v)
 				dstScale := req.Target.Scale(l, v)
-				conv := sg.convert || (tsh.DType == FP8E4M3 && Scales{K: srcScale}.pick(false) != dstScale)
+				conv := sg.convert || (tsh.DType == FP8E4M3 && srcScale != dstScale)
 				for t := 0; t < sg.Len(); {
 					rows := req.Target.Rows(l, v, sg.Dst+t)
 					k := min(len(rows)/trb, sg.Len()-t)
@@ -322,33 +320,12 @@ func (st *Stitcher) convertRows(dst []byte, dt DType, dscale float32, src []byte
 		scratch = make([]float32, n)
 	}
 	f := scratch[:n]
-	if sscale == 0 {
-		sscale = 1
-	}
 	_ = DecodeFloat32(f, sdt, src, sscale)
 	if !v && a.delta != 0 {
 		rotateFloat32(a, f)
 	}
 	_ = EncodeFloat32(dst, dt, f, dscale)
 	return scratch
-}
-
-// rotateFloat32 rotates key rows held as float32 values.
-func rotateFloat32(a *Angles, f []float32) {
-	r := a.r
-	half := r.rotDim / 2
-	for h := 0; h+r.headDim <= len(f); h += r.headDim {
-		head := f[h : h+r.headDim]
-		for i := range half {
-			i0, i1 := 2*i, 2*i+1
-			if r.style == RotateHalf {
-				i0, i1 = i, i+half
-			}
-			x0, x1 := head[i0], head[i1]
-			c, s := a.cos[i], a.sin[i]
-			head[i0], head[i1] = float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
-		}
-	}
 }
 
 // Subset returns the plan without the segments of sources keep rejects

@@ -47,8 +47,12 @@ func DefaultAnchorParams() AnchorParams {
 // every common run of minLen tokens shares an anchor: W = minLen-k+1,
 // capped at MaxAnchorW (the guarantee then holds from K+W-1 ≤ minLen on).
 func AnchorParamsFor(minLen, k int) (AnchorParams, error) {
-	p := AnchorParams{K: k, W: min(minLen-k+1, MaxAnchorW)}
+	p := anchorParamsFor(minLen, k)
 	return p, p.Validate()
+}
+
+func anchorParamsFor(minLen, k int) AnchorParams {
+	return AnchorParams{K: k, W: min(minLen-k+1, MaxAnchorW)}
 }
 
 // MinLen is the guarantee length K+W-1: any common run at least this long

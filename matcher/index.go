@@ -177,12 +177,15 @@ func (ix *Index) entryKey(salt Salt, toks []Token, prefix bool) ChunkKey {
 	if !prefix {
 		return ChunkKeyOf(salt, toks)
 	}
-	var parent ChunkKey
-	b := ix.opts.BlockSize
-	for off := 0; off+b <= len(toks); off += b {
-		parent = PrefixBlockKey(salt, parent, toks[off:off+b])
-	}
-	return parent
+	keys := ix.chainKeys(salt, toks)
+	return keys[len(keys)-1]
+}
+
+// chainKeys returns the block keys of a prefix chain of at least one full
+// block (checkEntry ensures it).
+func (ix *Index) chainKeys(salt Salt, toks []Token) []ChunkKey {
+	keys, _ := PrefixKeys(salt, toks, ix.opts.BlockSize, nil) // New checked BlockSize
+	return keys
 }
 
 // Add indexes entries and returns their keys, in order. It copies the
@@ -343,13 +346,10 @@ func (w *writer) add(key ChunkKey, salt Salt, toks []Token, prefix bool) {
 	w.s.tokens += int64(len(toks))
 	if prefix {
 		w.s.prefixes++
-		var parent ChunkKey
-		b := w.ix.opts.BlockSize
-		for i := 0; (i+1)*b <= len(e.toks); i++ {
-			parent = PrefixBlockKey(salt, parent, e.toks[i*b:(i+1)*b])
-			m := w.blockMap(parent)
-			refs := m[parent]
-			m[parent] = append(refs[:len(refs):len(refs)], blockRef{ent: id, block: uint32(i)})
+		for i, k := range w.ix.chainKeys(salt, e.toks) {
+			m := w.blockMap(k)
+			refs := m[k]
+			m[k] = append(refs[:len(refs):len(refs)], blockRef{ent: id, block: uint32(i)})
 		}
 		return
 	}
@@ -379,16 +379,13 @@ func (w *writer) remove(key ChunkKey) bool {
 	w.s.tokens -= int64(len(e.toks))
 	if e.prefix {
 		w.s.prefixes--
-		var parent ChunkKey
-		b := w.ix.opts.BlockSize
-		for i := 0; (i+1)*b <= len(e.toks); i++ {
-			parent = PrefixBlockKey(e.salt, parent, e.toks[i*b:(i+1)*b])
-			m := w.blockMap(parent)
-			refs := slices.DeleteFunc(slices.Clone(m[parent]), func(r blockRef) bool { return r.ent == id })
+		for _, k := range w.ix.chainKeys(e.salt, e.toks) {
+			m := w.blockMap(k)
+			refs := slices.DeleteFunc(slices.Clone(m[k]), func(r blockRef) bool { return r.ent == id })
 			if len(refs) == 0 {
-				delete(m, parent)
+				delete(m, k)
 			} else {
-				m[parent] = refs
+				m[k] = refs
 			}
 		}
 		return true

@@ -90,9 +90,7 @@ func (o Options) resolved() (Options, error) {
 }
 
 // anchorParams returns the anchor parameters the options imply.
-func (o Options) anchorParams() AnchorParams {
-	return AnchorParams{K: o.AnchorK, W: min(o.MinLen-o.AnchorK+1, MaxAnchorW)}
-}
+func (o Options) anchorParams() AnchorParams { return anchorParamsFor(o.MinLen, o.AnchorK) }
 
 // checkTokens validates a prompt or entry: what names it in errors, min is
 // the shortest allowed length.

@@ -273,6 +273,3 @@ func LookupGPU(name string) (topology.GPUSpec, error) {
 	}
 	return g, nil
 }
-
-// ModelNames lists the model presets the simulator knows (kvcache's).
-func ModelNames() []string { return kvcache.PresetNames() }

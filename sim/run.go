@@ -117,10 +117,9 @@ type RunOptions struct {
 	HostLookupPerChunk time.Duration
 	// Pipeline is the accelerator model [DefaultPipeline()].
 	Pipeline *Pipeline
-	// Timeline, when set, records the first TimelineRequests requests'
-	// paths [200].
-	Timeline         *Timeline
-	TimelineRequests int
+	// Timeline, when set, records the paths of the first requests (as
+	// many as NewTimeline was given) [none].
+	Timeline *Timeline
 	// Log receives progress messages [discarded].
 	Log *slog.Logger
 }
@@ -155,9 +154,6 @@ func (o *RunOptions) defaults() error {
 	}
 	if o.HostLookupPerChunk == 0 {
 		o.HostLookupPerChunk = 20 * time.Microsecond
-	}
-	if o.TimelineRequests == 0 {
-		o.TimelineRequests = 200
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -120,7 +120,7 @@ func TestRunDeterministic(t *testing.T) {
 	var outs, tls [2][]byte
 	for i := range 2 {
 		tl := NewTimeline(300)
-		rep, err := Run(top, w, RunOptions{Timeline: tl, TimelineRequests: 300})
+		rep, err := Run(top, w, RunOptions{Timeline: tl})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ type traceEvent struct {
 }
 
 // NewTimeline returns a timeline that records the first n requests of a
-// run (all when n ≤ 0 is not allowed; pass the count you want to see).
+// run (at least one).
 func NewTimeline(n int) *Timeline {
 	return &Timeline{limit: int32(max(n, 1)), tids: map[string]int{}}
 }

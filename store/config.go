@@ -138,8 +138,8 @@ func parseMem(rest string) (TierConfig, error) {
 
 func parseDisk(rest string) (TierConfig, error) {
 	parts := strings.Split(rest, ":")
-	// PATH:SIZE[:opt…]; the size is the first part after the path that
-	// parses as one, so a path may hold colons.
+	// PATH:SIZE[:opt…]; the size is the last part without "=" (options
+	// all have one), so a path may hold colons.
 	sizeAt := -1
 	for i := 1; i < len(parts); i++ {
 		if !strings.Contains(parts[i], "=") {
@@ -219,15 +219,18 @@ func parseCapacity(s string) (int64, error) {
 	if s == "" {
 		return 0, errors.New("size is empty: want e.g. 8GiB")
 	}
-	n, err := parseSize(s)
-	if err != nil {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<62 {
 		return 0, fmt.Errorf("size %q: want a number with a unit such as 8GiB or 200GB", s)
 	}
-	if n <= 0 {
+	if n == 0 {
 		return 0, fmt.Errorf("size %q: want > 0", s)
 	}
-	return n, nil
+	return int64(n), nil
 }
+
+// sizeString renders a byte size as parseCapacity reads it ("8GiB").
+func sizeString(n int64) string { return strings.ReplaceAll(humanize.IBytes(uint64(n)), " ", "") }
 
 // String renders the configuration in Parse's syntax.
 func (c Config) String() string {
@@ -235,18 +238,18 @@ func (c Config) String() string {
 	for _, t := range c.Tiers {
 		switch t.Kind {
 		case KindMemory:
-			s := "mem:" + strings.ReplaceAll(humanize.IBytes(uint64(t.Capacity)), " ", "")
+			s := "mem:" + sizeString(t.Capacity)
 			if t.Policy != "" {
 				s += ":policy=" + t.Policy
 			}
 			parts = append(parts, s)
 		case KindDisk:
-			s := "disk:" + t.Path + ":" + strings.ReplaceAll(humanize.IBytes(uint64(t.Capacity)), " ", "")
+			s := "disk:" + t.Path + ":" + sizeString(t.Capacity)
 			if t.AdmitAfter > 0 {
 				s += ":admit=" + strconv.Itoa(t.AdmitAfter)
 			}
 			if t.PackBytes > 0 {
-				s += ":pack=" + strings.ReplaceAll(humanize.IBytes(uint64(t.PackBytes)), " ", "")
+				s += ":pack=" + sizeString(t.PackBytes)
 			}
 			parts = append(parts, s)
 		default:

@@ -499,9 +499,8 @@ func (d *Disk) removeFile(path string) {
 	}
 }
 
-// evictOneLocked drops the least recently read pack and returns its path
-// (the caller removes the file, outside the lock where it can).
-func (d *Disk) evictOneLocked() string {
+// evictOneLocked drops the least recently read pack and removes its file.
+func (d *Disk) evictOneLocked() {
 	var victim *pack
 	for _, p := range d.packs {
 		if victim == nil || p.lastUse < victim.lastUse {
@@ -509,12 +508,11 @@ func (d *Disk) evictOneLocked() string {
 		}
 	}
 	if victim == nil {
-		return ""
+		return
 	}
 	d.dropPackLocked(victim)
 	d.st.evictions.Add(int64(victim.live))
 	d.removeFile(victim.path)
-	return victim.path
 }
 
 // Put implements Store.
@@ -524,24 +522,14 @@ func (d *Disk) Put(ctx context.Context, c *kvcache.Chunk) error {
 		d.st.putErrors.Add(1)
 		return fmt.Errorf("disk tier: %w", err)
 	}
-	return d.write(ctx, []verified{{blob: blob, hdr: h}})
+	return d.putVerified(ctx, []verified{{blob: blob, hdr: h}})
 }
 
 // PutBlobs implements BlobStore: the blobs that pass verification and
 // admission are written together, in packs of about PackBytes.
 func (d *Disk) PutBlobs(ctx context.Context, blobs [][]byte) error {
-	var errs []error
-	items := make([]verified, 0, len(blobs))
-	for i, b := range blobs {
-		h, err := d.cfg.verifyBlob(b)
-		if err != nil {
-			d.st.putErrors.Add(1)
-			errs = append(errs, fmt.Errorf("disk tier: blob %d: %w", i, err))
-			continue
-		}
-		items = append(items, verified{blob: b, hdr: h})
-	}
-	if err := d.write(ctx, items); err != nil {
+	items, errs := d.cfg.verifyAll("disk tier", blobs, &d.st.putErrors)
+	if err := d.putVerified(ctx, items); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -553,11 +541,9 @@ type verified struct {
 	hdr  *kvcache.Header
 }
 
-// putVerified writes blobs verified elsewhere (promotions, write-back).
-func (d *Disk) putVerified(ctx context.Context, items []verified) error { return d.write(ctx, items) }
-
-// write admits, packs and writes items.
-func (d *Disk) write(ctx context.Context, items []verified) error {
+// putVerified admits, packs and writes blobs whose checksums are known
+// good (Put, PutBlobs, promotions, write-back).
+func (d *Disk) putVerified(ctx context.Context, items []verified) error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

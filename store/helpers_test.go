@@ -63,7 +63,7 @@ func makeChunk(t testing.TB, spec *kvcache.ModelSpec, tokens int, seed uint64) *
 	return c
 }
 
-// readAll reads every available layer of r and compares it with want.
+// checkReader reads every available layer of r and compares it with want.
 func checkReader(t testing.TB, r kvcache.ChunkReader, want *kvcache.Chunk) {
 	t.Helper()
 	if r.Info().Key != want.Key {

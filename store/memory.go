@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -108,10 +109,7 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 
 // keyHash is the frequency sketches' hash of a chunk key: keys are already
 // uniform 128-bit hashes, so their first 8 bytes will do.
-func keyHash(k matcher.ChunkKey) uint64 {
-	return uint64(k[0]) | uint64(k[1])<<8 | uint64(k[2])<<16 | uint64(k[3])<<24 |
-		uint64(k[4])<<32 | uint64(k[5])<<40 | uint64(k[6])<<48 | uint64(k[7])<<56
-}
+func keyHash(k matcher.ChunkKey) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
 
 // Get implements Store. The reader's layers alias the stored blob (raw
 // codec: zero copy); they were verified when the chunk was stored.
@@ -186,10 +184,7 @@ func (m *Memory) PutBlobs(ctx context.Context, blobs [][]byte) error {
 	return errors.Join(errs...)
 }
 
-// adopt stores a blob that was verified on its way here (a promotion); the
-// tier takes ownership of blob.
-func (m *Memory) adopt(blob []byte, h *kvcache.Header) error { return m.insert(blob, h) }
-
+// insert stores a verified blob; the tier takes ownership of blob.
 func (m *Memory) insert(blob []byte, h *kvcache.Header) error {
 	codec, err := m.cfg.codecs.Lookup(h.Codec)
 	if err != nil {

@@ -125,7 +125,6 @@ func (p *Prefetcher) Stats() PrefetchStats {
 // flight is the fetch of one chunk, shared by the requests that want it.
 type flight struct {
 	key    matcher.ChunkKey
-	seq    uint64
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -696,9 +695,8 @@ func (p *Prefetcher) Fetch(ctx context.Context, keys []matcher.ChunkKey, opts Fe
 				fl.deadline, rekey = deadline, true
 			}
 		} else {
-			p.seq++
 			fctx, fcancel := context.WithCancel(context.Background())
-			fl = &flight{key: k, seq: p.seq, ctx: fctx, cancel: fcancel, order: i, deadline: deadline, lead: f}
+			fl = &flight{key: k, ctx: fctx, cancel: fcancel, order: i, deadline: deadline, lead: f}
 			p.flights[k] = fl
 			p.pushLocked(fl, -1, 0)
 			opens++
@@ -861,7 +859,7 @@ func (f *Fetch) checkRoundLocked() []*flight {
 	// Bytes in and bytes still wanted.
 	var done, left int64
 	var chunkLeft []int64
-	known, unknown := int64(0), 0
+	unknown := 0
 	for i, s := range f.state {
 		fl := f.flights[i]
 		fl.mu.Lock()
@@ -878,8 +876,6 @@ func (f *Fetch) checkRoundLocked() []*flight {
 		fl.mu.Unlock()
 		if fl.info == nil && s == chunkPending {
 			unknown++
-		} else if fl.info != nil {
-			known += total
 		}
 		done += in
 		if s == chunkPending {

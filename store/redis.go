@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kvloom/kvloom/kvcache"
@@ -531,7 +530,7 @@ func (r *Redis) Put(ctx context.Context, c *kvcache.Chunk) error {
 		r.st.putErrors.Add(1)
 		return fmt.Errorf("redis tier: %w", err)
 	}
-	return r.write(ctx, []verified{{blob: blob, hdr: h}})
+	return r.putVerified(ctx, []verified{{blob: blob, hdr: h}})
 }
 
 // PutBlobs implements BlobStore: every blob's keys go in one pipeline,
@@ -540,44 +539,35 @@ func (r *Redis) Put(ctx context.Context, c *kvcache.Chunk) error {
 // reader that finds the metadata finds the groups. A write cut short
 // leaves groups without metadata, which no reader uses and Redis evicts.
 func (r *Redis) PutBlobs(ctx context.Context, blobs [][]byte) error {
-	var errs []error
-	items := make([]verified, 0, len(blobs))
-	for i, b := range blobs {
-		h, err := r.cfg.verifyBlob(b)
-		if err != nil {
-			r.st.putErrors.Add(1)
-			errs = append(errs, fmt.Errorf("redis tier: blob %d: %w", i, err))
-			continue
-		}
-		items = append(items, verified{blob: b, hdr: h})
-	}
-	if err := r.write(ctx, items); err != nil {
+	items, errs := r.cfg.verifyAll("redis tier", blobs, &r.st.putErrors)
+	if err := r.putVerified(ctx, items); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-func (r *Redis) putVerified(ctx context.Context, items []verified) error { return r.write(ctx, items) }
-
-func (r *Redis) write(ctx context.Context, items []verified) error {
+// putVerified writes blobs whose checksums are known good (Put, PutBlobs,
+// promotions, write-back).
+func (r *Redis) putVerified(ctx context.Context, items []verified) error {
 	if r.closed.Load() {
 		return fmt.Errorf("redis tier put: %w", ErrClosed)
 	}
 	if len(items) == 0 {
 		return nil
 	}
-	meta := make([][]byte, len(items))
+	first := make([]int64, len(items)) // each chunk's first group length
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, it := range items {
 			h := it.hdr
-			for g, lg := range groupLayers(h, r.minT) {
+			groups := groupLayers(h, r.minT)
+			for g, lg := range groups {
 				p.Set(ctx, r.groupKey(h.Key, g), it.blob[lg.off:lg.off+lg.len], r.ttl)
 			}
+			first[i] = groups[0].len
 			m := make([]byte, 0, 8+h.MetaSize)
 			m = append(m, redisMetaMagic...)
 			m = binary.LittleEndian.AppendUint32(m, uint32(r.minT))
 			m = append(m, blobMeta(it.blob, h)...)
-			meta[i] = m
 			p.Set(ctx, r.metaKey(h.Key), m, r.ttl)
 		}
 		return nil
@@ -594,11 +584,11 @@ func (r *Redis) write(ctx context.Context, items []verified) error {
 		return r.netErr("put", k, err)
 	}
 	r.markUp()
-	for _, it := range items {
+	for i, it := range items {
 		r.st.puts.Add(1)
 		r.st.bytesWrite.Add(it.hdr.Size)
 		r.noteKnown(it.hdr.Key, true)
-		r.noteFirst(it.hdr.Key, groupLayers(it.hdr, r.minT)[0].len)
+		r.noteFirst(it.hdr.Key, first[i])
 	}
 	return nil
 }
@@ -852,16 +842,4 @@ func (rd *redisReader) Close() error {
 	}
 	clear(rd.decoded)
 	return nil
-}
-
-// parseSize reads a byte size such as "8GiB" or "200GB".
-func parseSize(s string) (int64, error) {
-	n, err := humanize.ParseBytes(s)
-	if err != nil {
-		return 0, err
-	}
-	if n > 1<<62 {
-		return 0, fmt.Errorf("size %s too large", s)
-	}
-	return int64(n), nil
 }

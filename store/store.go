@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
+	"sync/atomic"
 
 	"github.com/kvloom/kvloom/kvcache"
 	"github.com/kvloom/kvloom/matcher"
@@ -203,6 +204,26 @@ func (c *blobConfig) encode(ch *kvcache.Chunk) ([]byte, *kvcache.Header, error) 
 		return nil, nil, fmt.Errorf("encode chunk %v: %w", ch.Key, err)
 	}
 	return blob, h, nil
+}
+
+// verifyAll verifies blobs (verifyBlob) for a PutBlobs: it returns the
+// good ones and an error for each bad one, naming its index under what,
+// and counts the bad ones in failed when that is set.
+func (c *blobConfig) verifyAll(what string, blobs [][]byte, failed *atomic.Int64) ([]verified, []error) {
+	items := make([]verified, 0, len(blobs))
+	var errs []error
+	for i, b := range blobs {
+		h, err := c.verifyBlob(b)
+		if err != nil {
+			if failed != nil {
+				failed.Add(1)
+			}
+			errs = append(errs, fmt.Errorf("%s: blob %d: %w", what, i, err))
+			continue
+		}
+		items = append(items, verified{blob: b, hdr: h})
+	}
+	return items, errs
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -41,11 +41,24 @@ type missRecorder interface {
 func (m *Memory) putVerified(ctx context.Context, items []verified) error {
 	var errs []error
 	for _, it := range items {
-		if err := m.adopt(it.blob, it.hdr); err != nil {
+		if err := m.insert(it.blob, it.hdr); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// putTo hands verified blobs to s: as they are where s is one of this
+// package's tiers, else through PutBlobs (which verifies them again).
+func putTo(ctx context.Context, s BlobStore, items []verified) error {
+	if vp, ok := s.(verifiedPutter); ok {
+		return vp.putVerified(ctx, items)
+	}
+	blobs := make([][]byte, len(items))
+	for i, it := range items {
+		blobs[i] = it.blob
+	}
+	return s.PutBlobs(ctx, blobs)
 }
 
 var (
@@ -379,12 +392,7 @@ func (t *Tiered) promote(pr promotion) {
 	}
 	ctx := context.Background()
 	for i := pr.from - 1; i >= 0; i-- {
-		var err error
-		if vp, ok := t.tiers[i].(verifiedPutter); ok {
-			err = vp.putVerified(ctx, []verified{{blob: blob, hdr: h}})
-		} else {
-			err = t.tiers[i].PutBlobs(ctx, [][]byte{blob})
-		}
+		err := putTo(ctx, t.tiers[i], []verified{{blob: blob, hdr: h}})
 		if err != nil && !errors.Is(err, ErrNotAdmitted) {
 			t.log.Warn("promotion_failed", "tier", t.names[i], "err", err)
 			continue
@@ -408,16 +416,7 @@ func (t *Tiered) Put(ctx context.Context, c *kvcache.Chunk) error {
 
 // PutBlobs implements BlobStore.
 func (t *Tiered) PutBlobs(ctx context.Context, blobs [][]byte) error {
-	items := make([]verified, 0, len(blobs))
-	var errs []error
-	for i, b := range blobs {
-		h, err := t.cfg.verifyBlob(b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tiered put: blob %d: %w", i, err))
-			continue
-		}
-		items = append(items, verified{blob: b, hdr: h})
-	}
+	items, errs := t.cfg.verifyAll("tiered put", blobs, nil)
 	if err := t.putAll(ctx, items); err != nil {
 		errs = append(errs, err)
 	}
@@ -434,17 +433,7 @@ func (t *Tiered) putAll(ctx context.Context, items []verified) error {
 	}
 	var errs []error
 	for i, s := range t.tiers {
-		var err error
-		if vp, ok := s.(verifiedPutter); ok {
-			err = vp.putVerified(ctx, items)
-		} else {
-			blobs := make([][]byte, len(items))
-			for j, it := range items {
-				blobs[j] = it.blob
-			}
-			err = s.PutBlobs(ctx, blobs)
-		}
-		if err != nil && !errors.Is(err, ErrNotAdmitted) {
+		if err := putTo(ctx, s, items); err != nil && !errors.Is(err, ErrNotAdmitted) {
 			errs = append(errs, fmt.Errorf("tier %s: %w", t.names[i], err))
 		}
 	}

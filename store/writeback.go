@@ -152,10 +152,7 @@ func (w *WriteBack) Offer(c *kvcache.Chunk) error {
 	if c == nil {
 		return fmt.Errorf("write-back: offer nil chunk: %w", kvcache.ErrShape)
 	}
-	var n int64
-	for _, l := range c.Layers {
-		n += int64(len(l))
-	}
+	n := chunkBytes(c)
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
@@ -187,6 +184,15 @@ func (w *WriteBack) Offer(c *kvcache.Chunk) error {
 	default:
 	}
 	return nil
+}
+
+// chunkBytes is the KV bytes of c's layers, what the queue's budget counts.
+func chunkBytes(c *kvcache.Chunk) int64 {
+	var n int64
+	for _, l := range c.Layers {
+		n += int64(len(l))
+	}
+	return n
 }
 
 // noteReject logs rejections at most once a second, with how many were
@@ -286,14 +292,8 @@ func (w *WriteBack) write(batch []wbItem) {
 	}
 	var err error
 	if len(items) > 0 {
-		if vp, ok := w.dst.(verifiedPutter); ok {
-			err = vp.putVerified(w.ctx, items)
-		} else if bs, ok := w.dst.(BlobStore); ok {
-			blobs := make([][]byte, len(items))
-			for i, it := range items {
-				blobs[i] = it.blob
-			}
-			err = bs.PutBlobs(w.ctx, blobs)
+		if bs, ok := w.dst.(BlobStore); ok {
+			err = putTo(w.ctx, bs, items)
 		} else {
 			var errs []error
 			for _, i := range itemOf {

@@ -12,14 +12,6 @@ import (
 	"github.com/kvloom/kvloom/matcher"
 )
 
-func chunkBytes(c *kvcache.Chunk) int64 {
-	var n int64
-	for _, l := range c.Layers {
-		n += int64(len(l))
-	}
-	return n
-}
-
 // Accepted chunks are written (small ones sharing pack files); Flush
 // reports what could not be.
 func TestWriteBackFlush(t *testing.T) {

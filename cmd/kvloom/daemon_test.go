@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +96,7 @@ func TestDaemonClientCommands(t *testing.T) {
 		t.Fatalf("lookup --json: %v %s", err, out)
 	}
 	out, err = runCLI(t, append([]string{"prepare", "--recompute", "none"}, prompt...)...)
-	if err != nil || !strings.Contains(out, "reused "+itoa(reused)) || !strings.Contains(out, "layer 4 ready") {
+	if err != nil || !strings.Contains(out, "reused "+strconv.Itoa(reused)) || !strings.Contains(out, "layer 4 ready") {
 		t.Fatalf("prepare: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, "stats", "--daemon", sock)
@@ -130,5 +131,3 @@ func TestDaemonClientCommands(t *testing.T) {
 		t.Fatal("status against no daemon succeeded")
 	}
 }
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

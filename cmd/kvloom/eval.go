@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,14 +122,12 @@ func checkPlotPath(path string) error {
 	return fmt.Errorf("--plot %s: want a .svg, .png or .pdf file: %w", path, errUsage)
 }
 
-// writePlotFile writes a plot in the format its extension names.
-func writePlotFile(path string, plot func(w *bytes.Buffer, format string) error) error {
-	if err := checkPlotPath(path); err != nil {
-		return err
-	}
-	format := strings.TrimPrefix(filepath.Ext(path), ".")
+// writePlotFile writes a plot in the format its extension names (checked
+// by checkPlotPath before the evaluation ran). It buffers the plot so that
+// a failed plot leaves no partial file.
+func writePlotFile(path string, plot func(w io.Writer, format string) error) error {
 	var buf bytes.Buffer
-	if err := plot(&buf, format); err != nil {
+	if err := plot(&buf, strings.TrimPrefix(filepath.Ext(path), ".")); err != nil {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o644)
@@ -162,14 +161,14 @@ top-1 agreement, greedy-continuation match length, fraction recomputed.`,
 				}
 				opts.Policies = append(opts.Policies, p)
 			}
-			e, tok, err := engine.Open(dir)
-			if err != nil {
-				return err
-			}
 			if plotPath != "" {
 				if err := checkPlotPath(plotPath); err != nil {
 					return err
 				}
+			}
+			e, tok, err := engine.Open(dir)
+			if err != nil {
+				return err
 			}
 			rep, err := quality.EvalBlend(cmd.Context(), e, tok, opts)
 			if errors.Is(err, quality.ErrOptions) {
@@ -178,7 +177,7 @@ top-1 agreement, greedy-continuation match length, fraction recomputed.`,
 				return err
 			}
 			if plotPath != "" {
-				if err := writePlotFile(plotPath, func(w *bytes.Buffer, f string) error { return rep.WritePlot(w, f) }); err != nil {
+				if err := writePlotFile(plotPath, rep.WritePlot); err != nil {
 					return err
 				}
 			}

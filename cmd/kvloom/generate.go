@@ -52,13 +52,8 @@ with "run MODEL.bin -z TOKENIZER.bin -i P -n N -t T -s S" (top-p 0.9 on both).
 --tokens counts positions as run's -n does: BOS and the prompt's tokens included.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := modelDir(model)
-			if err != nil {
-				return err
-			}
-			e, tok, err := engine.Open(dir)
-			if err != nil {
-				return err
+			if steps < 0 {
+				return fmt.Errorf("--tokens %d: want >= 0 (0 means the model's seq_len): %w", steps, errUsage)
 			}
 			if seed == 0 {
 				seed = uint64(time.Now().Unix()) // run.c's default
@@ -67,8 +62,13 @@ with "run MODEL.bin -z TOKENIZER.bin -i P -n N -t T -s S" (top-p 0.9 on both).
 			if err != nil {
 				return fmt.Errorf("%w: %w", err, errUsage)
 			}
-			if steps < 0 {
-				return fmt.Errorf("--tokens %d: want >= 0 (0 means the model's seq_len): %w", steps, errUsage)
+			dir, err := modelDir(model)
+			if err != nil {
+				return err
+			}
+			e, tok, err := engine.Open(dir)
+			if err != nil {
+				return err
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			start := time.Now()

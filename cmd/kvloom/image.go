@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"errors"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -152,20 +152,17 @@ func runImageBuild(cmd *cobra.Command, f *imageBuildFlags) error {
 		}
 		payloads = append(payloads, p)
 	}
-	var img *bitstream.Image
-	if f.unsigned {
-		img, err = bitstream.Build(m, payloads, nil)
-	} else {
-		key, kerr := bitstream.ReadPrivateKey(f.key)
-		if kerr != nil {
-			return kerr
+	var key ed25519.PrivateKey // nil: unsigned
+	if !f.unsigned {
+		if key, err = bitstream.ReadPrivateKey(f.key); err != nil {
+			return err
 		}
-		img, err = bitstream.Build(m, payloads, key)
 	}
+	img, err := bitstream.Build(m, payloads, key)
 	if err != nil {
 		return err
 	}
-	if err := imageWriteAtomic(f.out, img); err != nil {
+	if err := img.WriteFile(f.out); err != nil {
 		return err
 	}
 	signer, _ := img.Signer()
@@ -241,7 +238,7 @@ func imageManifest(cmd *cobra.Command, f *imageBuildFlags) (bitstream.Manifest, 
 		if err != nil {
 			return m, err
 		}
-		if i := indexParam(m.Params, p.Name); i >= 0 {
+		if i := slices.IndexFunc(m.Params, func(q bitstream.Param) bool { return q.Name == p.Name }); i >= 0 {
 			m.Params[i] = p
 		} else {
 			m.Params = append(m.Params, p)
@@ -269,15 +266,6 @@ func imageManifest(cmd *cobra.Command, f *imageBuildFlags) (bitstream.Manifest, 
 		return m, fmt.Errorf("manifest: %w: %w", err, errUsage)
 	}
 	return m, nil
-}
-
-func indexParam(ps []bitstream.Param, name string) int {
-	for i, p := range ps {
-		if p.Name == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // imageParam parses NAME=VALUE[:UNIT]. Pipeline parameters take their
@@ -352,31 +340,6 @@ func imageReadFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: larger than the %d-byte image limit", path, bitstream.DefaultMaxImageSize)
 	}
 	return data, nil
-}
-
-// imageWriteAtomic writes img through a temporary file and a rename.
-func imageWriteAtomic(path string, img *bitstream.Image) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".kvlimg-*")
-	if err != nil {
-		return fmt.Errorf("write image: %w", err)
-	}
-	_, err = img.WriteTo(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return errors.Join(fmt.Errorf("write image %s: %w", path, err), os.Remove(tmp.Name()))
-	}
-	return nil
 }
 
 func newImageInspectCmd() *cobra.Command {

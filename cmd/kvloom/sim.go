@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvloom/kvloom/kvcache"
 	"github.com/kvloom/kvloom/sim"
 	"github.com/kvloom/kvloom/sim/topology"
 )
@@ -72,7 +73,7 @@ and recompute overlapped layer by layer (CacheBlend), with the speedup.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&model, "model", "llama-3-8b", "model preset (kvcache presets: "+strings.Join(kvcachePresetNames(), ", ")+")")
+	f.StringVar(&model, "model", "llama-3-8b", "model preset (kvcache presets: "+strings.Join(kvcache.PresetNames(), ", ")+")")
 	f.StringVar(&gpu, "gpu", "H100-SXM", "GPU preset ("+strings.Join(topology.GPUPresetNames(), ", ")+")")
 	f.IntVar(&tp, "tp", 1, "tensor-parallel degree")
 	f.StringVar(&dtype, "dtype", "bf16", "compute and weight dtype: bf16, fp16 or fp8")
@@ -154,7 +155,6 @@ inputs and seed.`,
 			}
 			if timelinePath != "" {
 				o.Timeline = sim.NewTimeline(timelineRequests)
-				o.TimelineRequests = timelineRequests
 			}
 			start := time.Now()
 			rep, err := sim.Run(top, w, o)
@@ -261,5 +261,3 @@ func writeFile(path string, fn func(io.Writer) error) error {
 	}
 	return nil
 }
-
-func kvcachePresetNames() []string { return sim.ModelNames() }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -39,11 +40,8 @@ type topoJSON struct {
 // TestTopoMatchesLspci runs `kvloom topo --json` on this machine and
 // compares its PCI functions with what `lspci -n -D` lists.
 func TestTopoMatchesLspci(t *testing.T) {
-	lspci, err := exec.LookPath("lspci")
-	if err != nil {
-		t.Fatalf("lspci not found: install pciutils (apt-get install pciutils; make test-deps does it)")
-	}
-	raw, err := exec.Command(lspci, "-n", "-D").Output()
+	lspci := testutil.RequireTool(t, "lspci", "pciutils")
+	raw, err := exec.CommandContext(t.Context(), lspci, "-n", "-D").Output()
 	if err != nil {
 		t.Fatalf("lspci -n -D: %v", err)
 	}
@@ -66,7 +64,7 @@ func TestTopoMatchesLspci(t *testing.T) {
 	}
 	var got []string
 	for _, d := range rep.PCI {
-		got = append(got, strings.ToLower(d.Addr)+" "+hex4(d.Class>>8)+" "+hex4(uint32(d.Vendor))+":"+hex4(uint32(d.Device)))
+		got = append(got, fmt.Sprintf("%s %04x %04x:%04x", strings.ToLower(d.Addr), d.Class>>8, d.Vendor, d.Device))
 	}
 	slices.Sort(want)
 	slices.Sort(got)
@@ -88,11 +86,6 @@ func TestTopoMatchesLspci(t *testing.T) {
 			t.Errorf("kvloom topo does not print %s", strings.Fields(w)[0])
 		}
 	}
-}
-
-func hex4(v uint32) string {
-	const digits = "0123456789abcdef"
-	return string([]byte{digits[v>>12&0xf], digits[v>>8&0xf], digits[v>>4&0xf], digits[v&0xf]})
 }
 
 func TestTopoFakeTreeAndExport(t *testing.T) {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -107,9 +105,7 @@ request reuses its longest cached prefix of blocks and inserts the rest.
 				rep.Results = append(rep.Results, row)
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(cmd.OutOrStdout(), rep)
 			}
 			return printReplay(cmd, rep)
 		},
@@ -153,5 +149,5 @@ func printReplay(cmd *cobra.Command, rep replayReport) error {
 			fmt.Fprintf(w, "\t%s\t%.4f\t\t%+.4f\t%d\n", o.Policy, o.TokenHitRatio, o.TokenHitRatio-r.LRU.TokenHitRatio, o.Evictions)
 		}
 	}
-	return errors.Join(w.Flush())
+	return w.Flush()
 }

@@ -388,7 +388,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// B finds A through the Redis directory and loads from it.
-	waitFor(t, "daemon B to learn A's entries", func() bool {
+	testutil.Eventually(t, "daemon B to learn A's entries", func() bool {
 		r, err := b.c.Lookup(ctx, &api.LookupRequest{Tenant: "acme", Model: "stories260K", Tokens: stored[0]})
 		return err == nil && r.ReusableTokens > 0
 	})
@@ -454,11 +454,11 @@ func TestEndToEnd(t *testing.T) {
 		})
 	}
 	total := int64(clients * perClient)
-	waitFor(t, "a third of the load", func() bool { return done.Load() >= total/3 })
+	testutil.Eventually(t, "a third of the load", func() bool { return done.Load() >= total/3 })
 	rds.Kill(t)
-	waitFor(t, "two thirds of the load", func() bool { return done.Load() >= 2*total/3 })
+	testutil.Eventually(t, "two thirds of the load", func() bool { return done.Load() >= 2*total/3 })
 	// Degrade, don't fail: the daemon says Redis is gone.
-	waitFor(t, "status to report Redis down", func() bool {
+	testutil.Eventually(t, "status to report Redis down", func() bool {
 		st, err := a.c.Status(ctx, &api.StatusRequest{})
 		if err != nil {
 			return false
@@ -498,7 +498,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcancel()
-	waitFor(t, "the cut streams to be cleaned up", func() bool {
+	testutil.Eventually(t, "the cut streams to be cleaned up", func() bool {
 		s, err := a.c.Stats(ctx, &api.StatsRequest{})
 		return err == nil && s.Segments == 0
 	})
@@ -553,7 +553,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// A peer killed: B keeps serving, misses instead of failing.
-	waitFor(t, "B to see the restarted A", func() bool {
+	testutil.Eventually(t, "B to see the restarted A", func() bool {
 		r, err := hostctl.PrepareAll(ctx, b.c, &api.PrepareRequest{Tenant: "acme", Model: "stories260K", Tokens: stored[5], Recompute: "none"})
 		return err == nil && r.Plan.ReusedTokens > 0
 	})
@@ -622,17 +622,6 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("exit %d without naming what could not be written:\n%s", code, log)
 	}
 	t.Logf("shutdown with a full disk: exit %d\n%s", code, log[max(0, len(log)-3000):])
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func pct(ds []time.Duration, p int) time.Duration {

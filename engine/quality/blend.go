@@ -277,7 +277,6 @@ type accum struct {
 	promptKL             []float64
 	top1, n              int
 	match, recomp, compu float64
-	prompts              int
 }
 
 func (a *accum) add(ref *refRun, run *policyRun) {
@@ -288,12 +287,11 @@ func (a *accum) add(ref *refRun, run *policyRun) {
 	a.match += float64(ag.Match)
 	a.recomp += run.recomputed
 	a.compu += run.compute
-	a.prompts++
 }
 
 func (a *accum) result(name string) PolicyResult {
 	mean, se := MeanStdErr(a.promptKL)
-	n := float64(a.prompts)
+	n := float64(len(a.promptKL))
 	return PolicyResult{
 		Policy: name, MeanKL: mean, KLStdErr: se, Top1: float64(a.top1) / float64(a.n),
 		MatchLen: a.match / n, Recomputed: a.recomp / n, Compute: a.compu / n, PromptKL: a.promptKL,

@@ -157,10 +157,6 @@ type kvLayers struct {
 	bytes  int
 }
 
-func exportLayers(s *engine.State, from, to int, dt kvcache.DType) (*kvcache.KV, error) {
-	return s.ExportKV(from, to, dt)
-}
-
 func (k *kvLayers) add(kv *kvcache.KV) {
 	sh := kv.Shape()
 	for l := range sh.Layers {
@@ -195,7 +191,7 @@ func EvalCodecs(ctx context.Context, e *engine.Engine, tok *engine.Tokenizer, op
 			return nil, fmt.Errorf("eval codecs: document %d: %w", i, err)
 		}
 		for dt, kl := range perDType {
-			kv, err := exportLayers(s, 1, s.Len(), dt)
+			kv, err := s.ExportKV(1, s.Len(), dt)
 			if err != nil {
 				return nil, fmt.Errorf("eval codecs: %w", err)
 			}
@@ -223,12 +219,12 @@ func EvalCodecs(ctx context.Context, e *engine.Engine, tok *engine.Tokenizer, op
 		if err != nil {
 			return nil, fmt.Errorf("eval codecs: %w", err)
 		}
-		res, err := b.evalCodec(lc, perDType[lc.dtype], perDType[kvcache.F32], refs, set, opts.MinTime)
+		res, encoded, err := b.evalCodec(lc, perDType[lc.dtype], perDType[kvcache.F32], refs, opts.MinTime)
 		closeCodec()
 		if err != nil {
 			return nil, fmt.Errorf("eval codecs: %s: %w", name, err)
 		}
-		res.Ratio = float64(rep.FP16Bytes) / res.Ratio // evalCodec left the encoded size there
+		res.Ratio = float64(rep.FP16Bytes) / float64(encoded)
 		res.EncodeXCopy = res.EncodeMBps / rep.CopyMBps
 		res.DecodeXCopy = res.DecodeMBps / rep.CopyMBps
 		rep.Results = append(rep.Results, res)
@@ -266,37 +262,37 @@ func timeRate(bytes int, minTime time.Duration, op func() error) float64 {
 	return float64(bytes) * float64(n) / time.Since(start).Seconds()
 }
 
-func (b *bench) evalCodec(lc *layerCodec, in, ref32 *kvLayers, refs []*refRun, set *Set, minTime time.Duration) (CodecResult, error) {
+// evalCodec measures lc on the layers in (and on each prompt's KV
+// downstream); it also returns the encoded size of in, from which the
+// caller derives the ratio against fp16.
+func (b *bench) evalCodec(lc *layerCodec, in, ref32 *kvLayers, refs []*refRun, minTime time.Duration) (CodecResult, int, error) {
 	res := CodecResult{Codec: lc.name}
 	encs := make([][]byte, len(in.layers))
 	encoded := 0
 	for i, l := range in.layers {
 		enc, err := lc.encode(nil, in.infos[i], l)
 		if err != nil {
-			return res, err
+			return res, 0, err
 		}
 		encs[i] = enc
 		encoded += len(enc)
 	}
-	res.Ratio = float64(encoded)
 	// reconstruction error against the engine's float32 KV
 	var sqErr, sq float64
 	var f, g []float32
-	dec := make([][]byte, len(encs))
 	for i, enc := range encs {
 		out, err := lc.decode(nil, in.infos[i], enc)
 		if err != nil {
-			return res, err
+			return res, 0, err
 		}
-		dec[i] = slices.Clone(out)
 		li := in.infos[i]
 		n := li.Bytes() / li.Shape.DType.Size()
 		f, g = slices.Grow(f[:0], n)[:n], slices.Grow(g[:0], n)[:n]
 		if err := decodeLayer(f, li, out); err != nil {
-			return res, err
+			return res, 0, err
 		}
 		if err := decodeLayer(g, ref32.infos[i], ref32.layers[i]); err != nil {
-			return res, err
+			return res, 0, err
 		}
 		for j, v := range g {
 			d := float64(f[j] - v)
@@ -332,44 +328,44 @@ func (b *bench) evalCodec(lc *layerCodec, in, ref32 *kvLayers, refs []*refRun, s
 	var acc accum
 	s := b.s
 	for pi, ref := range refs {
-		p := set.Prompts[pi]
+		p := b.set.Prompts[pi]
 		docsEnd := len(ref.prompt) - len(p.Cue)
 		s.Reset()
 		if _, err := s.Forward(ref.prompt[:docsEnd]); err != nil {
-			return res, err
+			return res, 0, err
 		}
 		kv, err := s.ExportKV(0, docsEnd, lc.dtype)
 		if err != nil {
-			return res, err
+			return res, 0, err
 		}
 		for l := range kv.Shape().Layers {
 			li := kvcache.LayerInfo{Index: l, Shape: kv.Shape(), Tokens: docsEnd}
 			enc, err := lc.encode(nil, li, kv.Layer(l))
 			if err != nil {
-				return res, err
+				return res, 0, err
 			}
 			out, err := lc.decode(nil, li, enc)
 			if err != nil {
-				return res, err
+				return res, 0, err
 			}
 			copy(kv.Layer(l), out)
 		}
 		if err := s.LoadKV(kv, ref.prompt[:docsEnd]); err != nil {
-			return res, err
+			return res, 0, err
 		}
 		last, _, err := s.Blend(p.Cue, engine.BlendOptions{})
 		if err != nil {
-			return res, err
+			return res, 0, err
 		}
 		run, err := b.follow(last, ref)
 		if err != nil {
-			return res, err
+			return res, 0, err
 		}
 		acc.add(ref, run)
 	}
 	r := acc.result(lc.name)
 	res.MeanKL, res.KLStdErr, res.Top1, res.MatchLen = r.MeanKL, r.KLStdErr, r.Top1, r.MatchLen
-	return res, nil
+	return res, encoded, nil
 }
 
 // decodeLayer converts a layer's K and V rows to float32.

@@ -55,11 +55,11 @@ func newChunkStore(e *engine.Engine, set *Set) (*chunkStore, error) {
 // document are an exact prefix (computed at these positions after the
 // same tokens); every later document is moved from base position 1 to
 // where it sits.
-func (cs *chunkStore) plan(set *Set, p Prompt) (*kvcache.Plan, []*kvcache.Chunk) {
+func (cs *chunkStore) plan(set *Set, p Prompt) (*kvcache.Plan, []kvcache.ChunkReader) {
 	toks := set.Tokens(p)
 	docsEnd := len(toks) - len(p.Cue)
 	plan := &kvcache.Plan{Prompt: toks[:docsEnd], Keys: []matcher.ChunkKey{cs.bos.Key}}
-	sources := []*kvcache.Chunk{cs.bos}
+	sources := []kvcache.ChunkReader{cs.bos}
 	plan.Segments = append(plan.Segments, kvcache.Segment{Source: 0, SrcStart: 0, SrcEnd: 1, Dst: 0, Prefix: true})
 	dst := 1
 	for i, d := range p.Docs {
@@ -75,16 +75,12 @@ func (cs *chunkStore) plan(set *Set, p Prompt) (*kvcache.Plan, []*kvcache.Chunk)
 
 // stitch assembles the prompt's documents' KV with kvcache's stitcher
 // (keys re-rotated where a document moved).
-func (cs *chunkStore) stitch(ctx context.Context, plan *kvcache.Plan, sources []*kvcache.Chunk) (*kvcache.KV, error) {
+func (cs *chunkStore) stitch(ctx context.Context, plan *kvcache.Plan, sources []kvcache.ChunkReader) (*kvcache.KV, error) {
 	kv, err := kvcache.NewKV(cs.spec.Shape(), len(plan.Prompt))
 	if err != nil {
 		return nil, err
 	}
-	readers := make([]kvcache.ChunkReader, len(sources))
-	for i, s := range sources {
-		readers[i] = s
-	}
-	if _, err := cs.stitcher.Stitch(ctx, kvcache.StitchRequest{Plan: plan, Sources: readers, Target: kv}); err != nil {
+	if _, err := cs.stitcher.Stitch(ctx, kvcache.StitchRequest{Plan: plan, Sources: sources, Target: kv}); err != nil {
 		return nil, err
 	}
 	return kv, nil

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -166,9 +165,27 @@ func RunMatch(ctx context.Context, w io.Writer, opts MatchOptions) error {
 	if err != nil {
 		return fmt.Errorf("match: index: %w", err)
 	}
-	for i, k := range keys {
+	name := func(k matcher.ChunkKey, n string) {
 		if _, dup := names[k]; !dup {
-			names[k] = entryNames[i]
+			names[k] = n
+		}
+	}
+	for i, k := range keys {
+		name(k, entryNames[i])
+	}
+	// A prefix match ends at some block of a chain, maybe not its last: its
+	// key is that block's, so name every block key not already named, in
+	// entry order (the first chain holding those blocks).
+	for i, e := range entries {
+		if !e.Prefix {
+			continue
+		}
+		blocks, err := matcher.PrefixKeys(salt, e.Tokens, ix.Options().BlockSize, nil)
+		if err != nil {
+			return fmt.Errorf("match: prefix %s: %w", entryNames[i], err)
+		}
+		for _, k := range blocks {
+			name(k, entryNames[i])
 		}
 	}
 	for _, in := range inputs {
@@ -186,13 +203,12 @@ func RunMatch(ctx context.Context, w io.Writer, opts MatchOptions) error {
 			return fmt.Errorf("match: prompt %s: %w", in.ID, err)
 		}
 		pr := PromptResult{ID: in.ID, Tokens: len(toks), Truncated: res.Truncated, Matches: []FoundMatch{}, Cover: []FoundMatch{}}
-		// Prefix matches are named by the chain holding their last block.
 		for _, m := range res.Matches {
-			pr.Matches = append(pr.Matches, reportMatch(m, names, ix, salt, toks))
+			pr.Matches = append(pr.Matches, reportMatch(m, names))
 		}
 		cover := matcher.Cover(res.Matches)
 		for _, m := range cover {
-			pr.Cover = append(pr.Cover, reportMatch(m, names, ix, salt, toks))
+			pr.Cover = append(pr.Cover, reportMatch(m, names))
 		}
 		pr.Reused = matcher.Reused(cover)
 		pr.ReusedFraction = float64(pr.Reused) / float64(len(toks))
@@ -206,20 +222,8 @@ func RunMatch(ctx context.Context, w io.Writer, opts MatchOptions) error {
 	return writeMatchText(w, rep)
 }
 
-func reportMatch(m matcher.Match, names map[matcher.ChunkKey]string, ix *matcher.Index, salt matcher.Salt, prompt []matcher.Token) FoundMatch {
-	r := FoundMatch{ReqOff: m.ReqOff, Len: m.Len, ChunkOff: m.ChunkOff, Chunk: m.Chunk.String(), Prefix: m.Prefix}
-	r.Doc = names[m.Chunk]
-	if m.Prefix && r.Doc == "" {
-		// The match ends inside a longer chain: name the chain whose
-		// tokens start with the matched ones.
-		for k, e := range ix.Entries() {
-			if e.Prefix && len(e.Tokens) >= m.Len && slices.Equal(e.Tokens[:m.Len], prompt[:m.Len]) {
-				r.Doc = names[k]
-				break
-			}
-		}
-	}
-	return r
+func reportMatch(m matcher.Match, names map[matcher.ChunkKey]string) FoundMatch {
+	return FoundMatch{ReqOff: m.ReqOff, Len: m.Len, Doc: names[m.Chunk], ChunkOff: m.ChunkOff, Chunk: m.Chunk.String(), Prefix: m.Prefix}
 }
 
 func writeMatchText(w io.Writer, rep MatchResult) error {

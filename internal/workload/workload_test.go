@@ -166,7 +166,6 @@ func TestTokenCacheRoundTrip(t *testing.T) {
 // FuzzDecodeTokenCache: a cache file is outside input (it sits on disk);
 // decoding never panics, fails with a nil result, or round-trips.
 func FuzzDecodeTokenCache(f *testing.F) {
-	var buf bytes.Buffer
 	path := filepath.Join(f.TempDir(), "seed.tok")
 	if err := writeTokenCache(path, []string{"xy", "z"}, [][]matcher.Token{{7, 8, 9}, {1}}); err != nil {
 		f.Fatal(err)
@@ -175,8 +174,7 @@ func FuzzDecodeTokenCache(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	buf.Write(seed)
-	f.Add(buf.Bytes(), 2)
+	f.Add(seed, 2)
 	f.Add([]byte("KVTK"), 0)
 	f.Fuzz(func(t *testing.T, b []byte, n int) {
 		if n < 0 || n > 64 {
@@ -419,4 +417,45 @@ func FuzzParsePrompts(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRunMatchNamesPartialPrefix: a prompt that holds only the first blocks
+// of a prefix chain still names the chain its prefix match came from.
+func TestRunMatchNamesPartialPrefix(t *testing.T) {
+	tok := mustTokenizer(t)
+	sys, err := tok.Encode(SystemPrompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	docs := filepath.Join(dir, "docs")
+	if err := os.MkdirAll(docs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(docs, "empty.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	system := filepath.Join(dir, "system.txt")
+	if err := os.WriteFile(system, []byte(SystemPrompt), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Two blocks and a bit of the chain, then tokens it does not hold.
+	prompt := slices.Concat(sys[:40], []matcher.Token{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7})
+	prompts := filepath.Join(dir, "prompts.jsonl")
+	var pf bytes.Buffer
+	if err := FormatPrompts(&pf, []InputPrompt{{ID: "p", Tokens: prompt}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prompts, pf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = RunMatch(t.Context(), &out, MatchOptions{Docs: docs, Prompts: prompts, Prefixes: []string{system}, Matcher: matcher.Options{BlockSize: 16}, Tokenizer: tok})
+	if err != nil {
+		t.Fatalf("RunMatch: %v", err)
+	}
+	want := "  * [0,32) prefix system.txt [0,32)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("output lacks %q:\n%s", want, out.String())
+	}
 }

@@ -1,7 +1,5 @@
 package fpga
 
-import "slices"
-
 // Family is a card vendor's programming path.
 type Family string
 
@@ -52,9 +50,6 @@ var cards = []Card{
 	{VendorIntel, 0x1770, "Intel N6000", FamilyDFL, 0, false},
 	{VendorIntel, 0x1771, "Intel N6001", FamilyDFL, 0, false},
 }
-
-// Cards returns the table of supported PCI functions.
-func Cards() []Card { return slices.Clone(cards) }
 
 // lookup returns the table entry of vendor:device.
 func lookup(vendor, device uint16) (Card, bool) {

@@ -161,7 +161,6 @@ func (c config) withImage(img bitstream.SimConfig, barSize int) (config, error) 
 	c.pipe.PCIeBandwidth = p.PCIeGbps * 1e9 / 8
 	c.pipe.NetworkBandwidth = p.NetworkGbps * 1e9 / 8
 	m := img.Matcher
-	var errs []error
 	if m.MinMatch > 0 {
 		c.match.MinLen = m.MinMatch
 	}
@@ -185,14 +184,7 @@ func (c config) withImage(img bitstream.SimConfig, barSize int) (config, error) 
 		copy(c.imageID[:], id)
 	}
 	c.imageVersion = packVersion(img.Image.Version)
-	c, err := c.finish(barSize)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return config{}, err
-	}
-	return c, nil
+	return c.finish(barSize)
 }
 
 // packVersion packs "M.m.p[-pre][+build]" into IMAGE_VERSION's fields,

@@ -39,11 +39,7 @@ func (e Endpoints) Frame(m *KVLP) ([]byte, error) {
 // RawFrame is Frame without fixing KVLP's length and hits fields, for
 // crafting malformed messages; the lower layers are still consistent.
 func (e Endpoints) RawFrame(m *KVLP) ([]byte, error) {
-	body := gopacket.NewSerializeBuffer()
-	if err := m.SerializeTo(body, gopacket.SerializeOptions{}); err != nil {
-		return nil, err
-	}
-	return e.framePayload(gopacket.Payload(body.Bytes()))
+	return e.frame(m, gopacket.SerializeOptions{})
 }
 
 // PayloadFrame builds a frame from e around an arbitrary UDP payload.

@@ -171,11 +171,7 @@ func benchRoundTrip(b *testing.B, mode AttachMode) {
 	if mode == AttachNative {
 		attachPass(b, pair.Router, pair.RouterIf) // native XDP_TX on veth needs the peer's NAPI
 	}
-	d, err := Open(b.Context(), Options{Interface: pair.HostIf, Netns: "/var/run/netns/" + pair.Host.Name, Mode: mode})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.Close() })
+	d := openDevice(b, Options{Interface: pair.HostIf, Netns: "/var/run/netns/" + pair.Host.Name, Mode: mode})
 	w := newTestWorld(b, 10, d.Info().Matcher)
 	var entries []nic.Entry
 	for range 40 {

@@ -75,13 +75,18 @@ func (c Counters) Malformed() uint64 {
 func (d *Device) Counters() (Counters, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	var out Counters
 	if d.prog == nil {
-		return out, fmt.Errorf("read counters: no program")
+		return Counters{}, fmt.Errorf("read counters: no program")
 	}
+	return d.prog.readCounters()
+}
+
+// readCounters sums p's per-CPU counters.
+func (p *program) readCounters() (Counters, error) {
+	var out Counters
 	var per []uint64
 	for i := range NumCounters {
-		if err := d.prog.counters.Lookup(uint32(i), &per); err != nil {
+		if err := p.counters.Lookup(uint32(i), &per); err != nil {
 			return out, fmt.Errorf("read counter %v: %w", Counter(i), err)
 		}
 		for _, v := range per {

@@ -98,15 +98,9 @@ func (tp *testProgram) run(t testing.TB, frame []byte) (uint32, []byte) {
 // counters reads and sums the per-CPU counters.
 func (tp *testProgram) counters(t testing.TB) Counters {
 	t.Helper()
-	var out Counters
-	var per []uint64
-	for i := range NumCounters {
-		if err := tp.program.counters.Lookup(uint32(i), &per); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range per {
-			out[i] += v
-		}
+	out, err := tp.readCounters()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -144,7 +144,7 @@ type tuner struct {
 	o        Options
 	knobs    [nKnobs]knob
 	nicMaps  []nicMap
-	cache    map[string]*Candidate
+	cache    map[evalKey]*Candidate
 	spent    float64
 	rng      *rand.Rand
 	dramGiB  float64
@@ -202,7 +202,7 @@ func Tune(top *topology.Topology, w *sim.Workload, o Options) (*Result, error) {
 		}
 		o.TP = tp
 	}
-	t := &tuner{top: top, w: w, o: o, cache: map[string]*Candidate{}, rng: rand.New(rand.NewPCG(o.Seed, 0x74756e65))}
+	t := &tuner{top: top, w: w, o: o, cache: map[evalKey]*Candidate{}, rng: rand.New(rand.NewPCG(o.Seed, 0x74756e65))}
 	t.nicMaps = nicAssignments(top, o.TP)
 	t.defineKnobs()
 	for _, h := range top.Hosts {
@@ -315,10 +315,16 @@ func (p point) key() string {
 	return b.String()
 }
 
+// evalKey identifies one evaluation: a point on a fraction of the workload.
+type evalKey struct {
+	p        point
+	fraction float64
+}
+
 // eval simulates the policy at point p on the first fraction of the
 // workload; results are cached.
 func (t *tuner) eval(p point, fraction float64) (*Candidate, error) {
-	key := p.key() + "@" + strconv.FormatFloat(fraction, 'g', -1, 64)
+	key := evalKey{p, fraction}
 	if c, ok := t.cache[key]; ok {
 		return c, nil
 	}

@@ -64,8 +64,8 @@ type Options[K comparable] struct {
 	// Hash is required by w-tinylfu (its frequency sketch); the others
 	// ignore it.
 	Hash Hasher[K]
-	// ExpectedEntries sizes w-tinylfu's sketch. Zero means capacity/1 when
-	// capacity is below 1<<20, else 1<<16; the sketch also grows with the
+	// ExpectedEntries sizes w-tinylfu's sketch. Zero means the capacity
+	// when it is below 1<<20, else 1<<16; the sketch also grows with the
 	// number of resident keys.
 	ExpectedEntries int
 }

@@ -27,13 +27,11 @@ type s3fifo[K comparable] struct {
 	small list[K]
 	main  list[K]
 	ghq   list[K]
-	// moveAt is the number of accesses in S that earn a move to M.
-	moveAt uint8
 }
 
 // NewS3FIFO returns an empty S3-FIFO policy of capacity c.
 func NewS3FIFO[K comparable](c int64) Policy[K] {
-	p := &s3fifo[K]{cap: max(c, 0), items: make(map[K]*node[K]), ghost: make(map[K]*node[K]), moveAt: 1}
+	p := &s3fifo[K]{cap: max(c, 0), items: make(map[K]*node[K]), ghost: make(map[K]*node[K])}
 	p.small.init()
 	p.main.init()
 	p.ghq.init()
@@ -109,7 +107,7 @@ func (p *s3fifo[K]) shrink(evicted []K) []K {
 func (p *s3fifo[K]) evictSmall(evicted []K) []K {
 	n := p.small.back()
 	p.small.remove(n)
-	if n.freq >= p.moveAt {
+	if n.freq > 0 { // accessed while in S: it earns a place in M
 		n.freq = 0
 		n.queue = s3Main
 		p.main.pushFront(n)

@@ -28,7 +28,7 @@ func NewSketch(n int) *Sketch {
 // Width is the number of keys the sketch was sized for.
 func (s *Sketch) Width() int { return len(s.table) }
 
-// indexes derives the four (word, counter) positions of a hash.
+// slot derives row i's (word, counter) position of a hash.
 func (s *Sketch) slot(h uint64, i int) (word uint64, shift uint) {
 	// Each row uses a different remix of h, so that keys colliding in one
 	// row rarely collide in the others.
@@ -77,10 +77,4 @@ func (s *Sketch) halve() {
 		s.table[i] = (w >> 1) & keep
 	}
 	s.additions /= 2
-}
-
-// Reset zeroes every counter.
-func (s *Sketch) Reset() {
-	clear(s.table)
-	s.additions = 0
 }
