@@ -244,23 +244,32 @@ func TestTieredGetMany(t *testing.T) {
 	for i, tier := range []BlobStore{mem, disk, rds} {
 		hits[i] = tier.Stats().Hits
 	}
-	var got []int
+	// The callback may run on GetMany's own goroutines: gather the
+	// answers and check them here, on the test's.
+	type answer struct {
+		i   int
+		r   kvcache.ChunkReader
+		err error
+	}
+	var got []answer
 	st.GetMany(t.Context(), keys, kvcache.AllLayers, func(i int, r kvcache.ChunkReader, err error) {
-		got = append(got, i)
-		if from[i] < 0 {
-			if r != nil || !errors.Is(err, ErrNotFound) {
-				t.Fatalf("missing key: reader %v, err %v", r, err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		checkReader(t, r, cs[i])
-		r.Close() // read whole: Redis chunks are promoted
+		got = append(got, answer{i, r, err})
 	})
 	if len(got) != len(keys) {
 		t.Fatalf("answers for %v, want every one of %d keys", got, len(keys))
+	}
+	for _, a := range got {
+		if from[a.i] < 0 {
+			if a.r != nil || !errors.Is(a.err, ErrNotFound) {
+				t.Fatalf("missing key: reader %v, err %v", a.r, a.err)
+			}
+			continue
+		}
+		if a.err != nil {
+			t.Fatalf("chunk %d: %v", a.i, a.err)
+		}
+		checkReader(t, a.r, cs[a.i])
+		a.r.Close() // read whole: Redis chunks are promoted
 	}
 	for i, tier := range []BlobStore{mem, disk, rds} {
 		if n := tier.Stats().Hits - hits[i]; n != 2 {

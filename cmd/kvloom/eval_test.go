@@ -7,15 +7,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvloom/kvloom/internal/testutil"
 )
 
 // tiny eval sizes: the commands' wiring, not the measurements (those are
 // engine/quality's tests)
-var tinySet = []string{"--docs", "4", "--prompts", "2", "--max-docs", "3", "--doc-tokens", "30", "--continue", "6"}
+// tinySet is a small evaluation on the real model, named explicitly so that
+// a missing model fails the test saying what to install.
+func tinySet(t *testing.T) []string {
+	return []string{"--model", testutil.Stories260K(t), "--docs", "4", "--prompts", "2", "--max-docs", "3", "--doc-tokens", "30", "--continue", "6"}
+}
 
 func TestEvalBlendCLI(t *testing.T) {
 	plot := filepath.Join(t.TempDir(), "blend.svg")
-	out, err := runCLI(t, append([]string{"eval", "blend", "--policies", "full,reuse,ratio:15%", "--plot", plot}, tinySet...)...)
+	out, err := runCLI(t, append([]string{"eval", "blend", "--policies", "full,reuse,ratio:15%", "--plot", plot}, tinySet(t)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +34,7 @@ func TestEvalBlendCLI(t *testing.T) {
 	if err != nil || !strings.Contains(string(svg), "<svg") {
 		t.Fatalf("plot: %v", err)
 	}
-	out, err = runCLI(t, append([]string{"eval", "blend", "--policies", "full,epic:4", "--json"}, tinySet...)...)
+	out, err = runCLI(t, append([]string{"eval", "blend", "--policies", "full,epic:4", "--json"}, tinySet(t)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,14 +48,14 @@ func TestEvalBlendCLI(t *testing.T) {
 		t.Fatalf("JSON %v: %s", err, out)
 	}
 	for _, bad := range [][]string{{"--policies", "nope"}, {"--plot", "x.gif"}} {
-		if _, err := runCLI(t, append(append([]string{"eval", "blend"}, bad...), tinySet...)...); !errors.Is(err, errUsage) {
+		if _, err := runCLI(t, append(append([]string{"eval", "blend"}, bad...), tinySet(t)...)...); !errors.Is(err, errUsage) {
 			t.Errorf("%v: %v", bad, err)
 		}
 	}
 }
 
 func TestEvalCodecsCLI(t *testing.T) {
-	out, err := runCLI(t, append([]string{"eval", "codecs", "--codecs", "f16,fp8,cachegen:2", "--min-time", "1ms", "--bandwidth", "10", "--max-kl", "1"}, tinySet...)...)
+	out, err := runCLI(t, append([]string{"eval", "codecs", "--codecs", "f16,fp8,cachegen:2", "--min-time", "1ms", "--bandwidth", "10", "--max-kl", "1"}, tinySet(t)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +64,7 @@ func TestEvalCodecsCLI(t *testing.T) {
 			t.Fatalf("output lacks %q:\n%s", want, out)
 		}
 	}
-	out, err = runCLI(t, append([]string{"eval", "codecs", "--codecs", "fp8", "--min-time", "1ms", "--json"}, tinySet...)...)
+	out, err = runCLI(t, append([]string{"eval", "codecs", "--codecs", "fp8", "--min-time", "1ms", "--json"}, tinySet(t)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
