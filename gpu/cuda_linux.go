@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/kvloom/kvloom/internal/pciid"
 )
 
 // DefaultCUDALibrary is the CUDA driver library (not the toolkit's runtime).
@@ -219,7 +221,7 @@ type CUDAOptions struct {
 	Library string
 	// Device is the CUDA ordinal, used when BusID is empty.
 	Device int
-	// BusID selects the device by PCI address (any form ParseBusID takes).
+	// BusID selects the device by PCI address (any form pciid.ParseBDF takes).
 	BusID string
 	// PoolBytes sizes the pinned pool (one cuMemHostAlloc) that AllocHost
 	// and the staging path draw on; zero means DefaultPoolBytes. Size it
@@ -364,7 +366,7 @@ func (d *CUDADMA) open(opts CUDAOptions, poolBytes int) error {
 	want := ""
 	if opts.BusID != "" {
 		var err error
-		if want, err = NormalizeBusID(opts.BusID); err != nil {
+		if want, err = pciid.Normalize(opts.BusID); err != nil {
 			return fmt.Errorf("CUDA bus id option: %w", err)
 		}
 	}
@@ -378,7 +380,7 @@ func (d *CUDADMA) open(opts CUDAOptions, poolBytes int) error {
 		if err := l.check("cuDeviceGetPCIBusId", l.cuDeviceGetPCIBusId(&bus[0], int32(len(bus)), dev)); err != nil {
 			return err
 		}
-		addr, err := NormalizeBusID(cString(&bus[0], len(bus)))
+		addr, err := pciid.Normalize(cString(&bus[0], len(bus)))
 		if err != nil {
 			return fmt.Errorf("CUDA device %d: %w", i, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kvloom/kvloom/internal/pciid"
 )
 
 // Options configures Discover. The zero value discovers the running host:
@@ -107,9 +109,9 @@ func (t *Topology) index() {
 	}
 }
 
-// Device returns the PCI function at addr (any form ParseBusID accepts).
+// Device returns the PCI function at addr (any form pciid.ParseBDF accepts).
 func (t *Topology) Device(addr string) (*PCIDevice, error) {
-	a, err := NormalizeBusID(addr)
+	a, err := pciid.Normalize(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +132,7 @@ func (t *Topology) placeNVMLGPUs(rep nvmlReport) {
 		switch {
 		case err != nil:
 			t.Warnings = append(t.Warnings, fmt.Sprintf("NVML GPU %d at %s has no sysfs function; distances to it are unknown", g.Index, g.Addr))
-		case d.Vendor != VendorNVIDIA:
+		case d.Vendor != pciid.VendorNVIDIA:
 			t.Warnings = append(t.Warnings, fmt.Sprintf("NVML GPU %d at %s is %s %s in sysfs, not an NVIDIA function; distances to it are unknown", g.Index, g.Addr, d.ID(), d.Kind))
 		case g.NUMANode < 0 && d.NUMANode >= 0:
 			g.NUMANode, g.NUMASource = d.NUMANode, "sysfs"
@@ -155,7 +157,7 @@ func (t *Topology) sysfsGPUs() {
 
 func (t *Topology) buildEndpoints() {
 	for _, g := range t.GPUs {
-		if d, err := t.Device(g.Addr); err != nil || d.Vendor != VendorNVIDIA {
+		if d, err := t.Device(g.Addr); err != nil || d.Vendor != pciid.VendorNVIDIA {
 			continue // placeNVMLGPUs said why
 		}
 		t.Endpoints = append(t.Endpoints, Endpoint{Name: "GPU" + strconv.Itoa(g.Index), Kind: KindGPU, Addr: g.Addr, Label: g.Name})
@@ -211,7 +213,7 @@ func (t *Topology) Endpoint(nameOrAddr string) (*Endpoint, error) {
 			return &t.Endpoints[i], nil
 		}
 	}
-	if a, err := NormalizeBusID(nameOrAddr); err == nil {
+	if a, err := pciid.Normalize(nameOrAddr); err == nil {
 		for i := range t.Endpoints {
 			if t.Endpoints[i].Addr == a {
 				return &t.Endpoints[i], nil
@@ -280,7 +282,7 @@ func (t *Topology) gpuAt(addr string) *GPU {
 // PCI distances (NODE against SYS) still compare sysfs's numa_node, as
 // NCCL does.
 func (t *Topology) NUMAAffinity(addr string) []int {
-	a, err := NormalizeBusID(addr)
+	a, err := pciid.Normalize(addr)
 	if err != nil {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/internal/testutil"
 )
 
@@ -180,7 +181,7 @@ func TestBlueFieldBox(t *testing.T) {
 		if d.Kind == KindFPGA {
 			fpga++
 		}
-		if d.Kind == KindNIC && d.Vendor == VendorIntel {
+		if d.Kind == KindNIC && d.Vendor == pciid.VendorIntel {
 			nic8086++
 		}
 	}

@@ -29,12 +29,14 @@
 // NVMLLibrary; go-nvml's mocks in tests), CUDAOptions.Library. NVML and CUDA
 // types stop in this package: gpu.GPU, not nvml.Device, crosses package lines.
 //
-// gpu may import kvcache, matcher and sim/topology; it must not import
-// store, nic, sim, engine or hostctl.
+// gpu may import kvcache, matcher, sim/topology and internal/pciid (vendor
+// ids, the FPGA id table, bus ids); it must not import store, nic, sim,
+// engine or hostctl.
 //
 // Errors: ErrNoNVML (NVML absent or failed to initialise; discovery goes on
 // with sysfs), ErrNoCUDA (libcuda absent or unusable; callers fall back to
-// the sim backend), ErrNotFound, ErrMalformed (a *ParseError naming the input,
-// offset and reason), ErrClosed, ErrBadRequest, ErrNotSupported; failed CUDA
-// calls are *CUDAError.
+// the sim backend), ErrNotFound, ErrMalformed (a *ParseError naming the
+// input, offset and reason; both are pciid's, which parses bus ids),
+// ErrClosed, ErrBadRequest, ErrNotSupported; failed CUDA calls are
+// *CUDAError.
 package gpu

@@ -3,6 +3,8 @@ package gpu
 import (
 	"errors"
 	"fmt"
+
+	"github.com/kvloom/kvloom/internal/pciid"
 )
 
 // Sentinel errors callers branch on.
@@ -16,8 +18,9 @@ var (
 	ErrNoCUDA = errors.New("CUDA driver not available")
 	// ErrNotFound: no device with the given address or name.
 	ErrNotFound = errors.New("device not found")
-	// ErrMalformed: a sysfs file or bus id did not have the documented format.
-	ErrMalformed = errors.New("malformed input")
+	// ErrMalformed: a sysfs file or bus id did not have the documented
+	// format. It is pciid.ErrMalformed, which bus ids are parsed against.
+	ErrMalformed = pciid.ErrMalformed
 	// ErrClosed: the DMA engine or pool was closed.
 	ErrClosed = errors.New("closed")
 	// ErrBadRequest: a DMA request does not fit its buffer (layer out of
@@ -29,27 +32,10 @@ var (
 	ErrNotSupported = errors.New("not supported on this platform")
 )
 
-// ParseError says which input was malformed, where, and why. It Is ErrMalformed.
-type ParseError struct {
-	What   string // what was being parsed, e.g. "link speed", "resource line 3"
-	Offset int    // byte offset into the input where the problem is, -1 if not applicable
-	Value  string // the offending text (truncated)
-	Reason string
-}
-
-func (e *ParseError) Error() string {
-	v := e.Value
-	if len(v) > 64 {
-		v = v[:64] + "…"
-	}
-	if e.Offset >= 0 {
-		return fmt.Sprintf("parse %s at offset %d (%q): %s", e.What, e.Offset, v, e.Reason)
-	}
-	return fmt.Sprintf("parse %s (%q): %s", e.What, v, e.Reason)
-}
-
-// Is reports ErrMalformed.
-func (e *ParseError) Is(target error) bool { return target == ErrMalformed }
+// ParseError says which input was malformed, where, and why. It Is
+// ErrMalformed. It is pciid's, so that a bad bus id (parsed there) and a bad
+// sysfs file fail alike.
+type ParseError = pciid.ParseError
 
 // CUDAError is a failed CUDA driver call. It carries the call and the
 // CUresult code and name.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/sim/topology"
 )
 
@@ -136,7 +137,7 @@ func (x *exporter) endpoint(e Endpoint) error {
 			n.Kind = topology.FPGA
 		case d.BlueField:
 			n.Kind = topology.DPU
-		case d.Vendor == VendorNetronome || d.Vendor == VendorCorigine:
+		case d.Vendor == pciid.VendorNetronome || d.Vendor == pciid.VendorCorigine:
 			n.Kind = topology.SmartNIC
 		}
 		if d.Class>>8 == 0x0207 {

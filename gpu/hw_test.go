@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvloom/kvloom/internal/benchutil"
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/internal/testutil"
 )
 
@@ -38,7 +39,7 @@ func TestHWNVMLDiscovery(t *testing.T) {
 	}
 	for _, g := range topo.GPUs {
 		d, err := topo.Device(g.Addr)
-		if err != nil || d.Vendor != VendorNVIDIA {
+		if err != nil || d.Vendor != pciid.VendorNVIDIA {
 			t.Errorf("GPU %d (%s) at %s: not an NVIDIA function in sysfs: %v", g.Index, g.Name, g.Addr, err)
 		}
 		if g.UUID == "" || g.MemoryBytes == 0 {

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kvloom/kvloom/internal/pciid"
 )
 
 // NVMLLibrary is the part of go-nvml's nvml.Interface that discovery uses.
@@ -202,7 +204,7 @@ func describeGPU(i int, dev nvml.Device, caps nvmlCaps) (GPU, []string) {
 		warn("PCI info", r)
 		return GPU{}, warns
 	}
-	addr, err := NormalizeBusID(busIDString(pi.BusId[:]))
+	addr, err := pciid.Normalize(busIDString(pi.BusId[:]))
 	if err != nil {
 		warns = append(warns, fmt.Sprintf("NVML GPU %d: %v", i, err))
 		return GPU{}, warns
@@ -265,7 +267,7 @@ func nvLinks(dev nvml.Device) []NVLink {
 		}
 		link := NVLink{Link: l}
 		if pi, r := dev.GetNvLinkRemotePciInfo(l); r == nvml.SUCCESS {
-			link.RemoteAddr, _ = NormalizeBusID(busIDString(pi.BusId[:]))
+			link.RemoteAddr, _ = pciid.Normalize(busIDString(pi.BusId[:]))
 		}
 		if t, r := dev.GetNvLinkRemoteDeviceType(l); r == nvml.SUCCESS {
 			switch t {

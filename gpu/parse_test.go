@@ -54,27 +54,6 @@ func TestParseCPUList(t *testing.T) {
 	}
 }
 
-func TestParseBusID(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"00000000:3B:00.0", "0000:3b:00.0"}, // NVML
-		{"0000:3B:00.0", "0000:3b:00.0"},     // NVML legacy
-		{"0000:3b:00.1", "0000:3b:00.1"},     // sysfs
-		{"3b:1f.7", "0000:3b:1f.7"},          // lspci without -D
-		{"00010000:01:00.0", "10000:01:00.0"},
-	} {
-		got, err := NormalizeBusID(c.in)
-		if err != nil || got != c.want {
-			t.Errorf("NormalizeBusID(%q) = %q, %v; want %q", c.in, got, err, c.want)
-		}
-	}
-	for _, bad := range []string{"", "3b", "0000:3b:00", "0000:3b:20.0", "0000:3b:00.8", "000000000:3b:00.0", ":3b:00.0", "0000:3bb:00.0", "zz:00.0"} {
-		var pe *ParseError
-		if _, err := ParseBusID(bad); !errors.As(err, &pe) || !errors.Is(err, ErrMalformed) {
-			t.Errorf("ParseBusID(%q) = %v; want a *ParseError", bad, err)
-		}
-	}
-}
-
 func TestParseResource(t *testing.T) {
 	in := "0x00000000fb000000 0x00000000fbffffff 0x0000000000040200\n0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
 	rs, err := ParseResource(in)
@@ -212,25 +191,6 @@ func FuzzParseResource(f *testing.F) {
 		back, err := ParseResource(FormatResource(rs))
 		if err != nil || !slices.Equal(back, rs) {
 			t.Fatalf("round trip: %v → %v, %v", rs, back, err)
-		}
-	})
-}
-
-func FuzzParseBusID(f *testing.F) {
-	for _, s := range []string{"00000000:3B:00.0", "0000:3b:00.1", "3b:1f.7", "10000:00:00.0", "x:y.z"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b, err := ParseBusID(s)
-		if err != nil {
-			if b != (BDF{}) {
-				t.Fatalf("error with a non-zero result %+v", b)
-			}
-			return
-		}
-		back, err := ParseBusID(b.String())
-		if err != nil || back != b {
-			t.Fatalf("%q → %+v → %q → %+v, %v", s, b, b.String(), back, err)
 		}
 	})
 }

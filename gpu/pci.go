@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/u-root/u-root/pkg/pci"
+
+	"github.com/kvloom/kvloom/internal/pciid"
 )
 
 // Kind is what a PCI function is, for topology purposes.
@@ -24,20 +26,6 @@ const (
 	KindBridge Kind = "bridge"
 	KindOther  Kind = "other"
 )
-
-// PCI vendor ids kvloom cares about.
-const (
-	VendorNVIDIA    = 0x10de
-	VendorMellanox  = 0x15b3
-	VendorIntel     = 0x8086
-	VendorNetronome = 0x19ee
-	VendorCorigine  = 0x1da8
-	VendorXilinx    = 0x10ee
-	VendorSilicom   = 0x1c2c
-)
-
-// intelFPGAIDs are Intel's DFL/PAC FPGA device ids (drivers/fpga/dfl-pci.c).
-var intelFPGAIDs = []uint16{0x09c4, 0x09c5, 0xbcbd, 0xbcbf, 0xbcc0, 0xbcc1, 0x0b30, 0x0b2b, 0x0b2c, 0xbcce, 0xbccf, 0x1770, 0x1771, 0x17d4}
 
 // blueFieldIDs are Mellanox/NVIDIA BlueField DPU functions (pci.ids): SoC,
 // integrated ConnectX, VFs, management and the SoC's PCIe bridges.
@@ -55,19 +43,15 @@ func Classify(vendor, device uint16, class uint32) Kind {
 	switch {
 	case base == 0x06:
 		return KindBridge
-	case vendor == VendorNVIDIA && base == 0x03:
+	case vendor == pciid.VendorNVIDIA && base == 0x03:
 		return KindGPU
 	case base == 0x01 && sub == 0x08:
 		return KindNVMe
-	case vendor == VendorXilinx:
-		return KindFPGA
-	case vendor == VendorIntel && slices.Contains(intelFPGAIDs, device):
-		return KindFPGA
-	case vendor == VendorSilicom && (device == 0x1000 || device == 0x1001):
+	case pciid.IsFPGA(vendor, device):
 		return KindFPGA
 	case base == 0x02: // network controller: Ethernet, InfiniBand, …
 		return KindNIC
-	case (vendor == VendorNetronome || vendor == VendorCorigine) && base == 0x0b:
+	case (vendor == pciid.VendorNetronome || vendor == pciid.VendorCorigine) && base == 0x0b:
 		return KindNIC // NFP flow processors enumerate as "processor" on some firmware
 	}
 	return KindOther
@@ -75,7 +59,7 @@ func Classify(vendor, device uint16, class uint32) Kind {
 
 // IsBlueField reports whether the function belongs to a BlueField DPU.
 func IsBlueField(vendor, device uint16) bool {
-	return vendor == VendorMellanox && slices.Contains(blueFieldIDs, device)
+	return vendor == pciid.VendorMellanox && slices.Contains(blueFieldIDs, device)
 }
 
 // Link is a PCIe link's negotiated and maximum speed and width.
@@ -211,7 +195,7 @@ func readFunction(root, link string) (PCIDevice, error) {
 	if err != nil {
 		return PCIDevice{}, fmt.Errorf("read identity: %w", err)
 	}
-	addr, err := NormalizeBusID(filepath.Base(dir))
+	addr, err := pciid.Normalize(filepath.Base(dir))
 	if err != nil {
 		return PCIDevice{}, err
 	}
@@ -386,7 +370,7 @@ func bridgePath(d *PCIDevice, byAddr map[string]*PCIDevice) []Port {
 		if !below {
 			continue
 		}
-		addr, err := NormalizeBusID(c)
+		addr, err := pciid.Normalize(c)
 		if err != nil {
 			continue // a nested host bridge (VMD) or a non-PCI node
 		}

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/matcher"
 	"github.com/kvloom/kvloom/nic"
@@ -22,24 +21,13 @@ func fakeFPGA(t *testing.T, entries int) string {
 	s := testutil.NewFakeSysfs(t)
 	hb := s.HostBridge(0, 0x3a)
 	serve := func(bdf string, opts simnic.Options) {
-		rel := s.Add(hb, testutil.PCIFunc{Addr: bdf, Vendor: fpga.VendorIntel, Device: 0x0b30, Class: 0x120000,
+		rel := s.Add(hb, testutil.PCIFunc{Addr: bdf, Vendor: pciid.VendorIntel, Device: pciid.DeviceIntelPACN3000, Class: 0x120000,
 			PortType: testutil.PortEndpoint, Speed: "8.0 GT/s PCIe", Width: 16, BARs: []uint64{16 << 20}})
 		m, err := simnic.OpenFile(s.AddBARFile(rel, 0, 16<<20), opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = m.Serve(ctx)
-		}()
-		t.Cleanup(func() {
-			cancel()
-			wg.Wait()
-			m.Close()
-		})
+		testutil.ServeBAR(t, m)
 	}
 	serve("0000:3b:00.0", simnic.Options{})
 	serve("0000:3c:00.0", simnic.Options{Blank: true})

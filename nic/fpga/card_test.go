@@ -3,12 +3,12 @@ package fpga_test
 import (
 	"context"
 	"crypto/ed25519"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/kvloom/kvloom/bitstream"
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/nic/fpga"
 	"github.com/kvloom/kvloom/nic/simnic"
@@ -19,8 +19,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // N3000 is the card the tests fake: an Intel PAC N3000 (DFL family).
 const (
 	cardBDF    = "0000:3b:00.0"
-	cardVendor = fpga.VendorIntel
-	cardDevice = 0x0b30
+	cardVendor = pciid.VendorIntel
+	cardDevice = pciid.DeviceIntelPACN3000
 	barSize    = 16 << 20
 )
 
@@ -59,20 +59,7 @@ func serveBAR(t *testing.T, path string, opts simnic.Options) *simnic.Model {
 	if err != nil {
 		t.Fatalf("simulate card: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = m.Serve(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		if err := m.Close(); err != nil {
-			t.Errorf("close simulated card: %v", err)
-		}
-	})
+	testutil.ServeBAR(t, m)
 	return m
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/kvloom/kvloom/bitstream"
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/nic"
 )
 
@@ -89,9 +90,9 @@ var _ nic.Device = (*Device)(nil)
 // it and starts the driver.
 func Open(ctx context.Context, bdf string, opts Options) (*Device, error) {
 	opts = opts.withDefaults()
-	addr, err := ParseBDF(bdf)
+	addr, err := pciid.Normalize(bdf)
 	if err != nil {
-		return nil, fmt.Errorf("open fpga: %w", err)
+		return nil, fmt.Errorf("open fpga: %w: %w", err, nic.ErrBadSpec)
 	}
 	f, err := readFunction(opts.SysfsRoot, addr)
 	if err != nil {

@@ -12,8 +12,10 @@
 // resourceN is a file the simulator (nic/simnic) serves from its side of a
 // shared mapping (docs/regmap.md explains the arrangement).
 //
-// fpga imports nic, matcher and bitstream; it must not import nic/simnic,
-// sim, store, gpu or hostctl. Errors wrap nic.ErrNoDevice (card absent),
+// fpga imports nic, matcher, bitstream and internal/pciid (vendor and
+// device ids, PCI addresses); it must not import nic/simnic, sim, store, gpu
+// or hostctl. Errors wrap nic.ErrNoDevice (card absent), nic.ErrBadSpec (a
+// malformed PCI address; pciid's *ParseError says what is wrong),
 // ErrUnsupported (a PCI function that is not a supported card),
 // ErrBARTooSmall, ErrNotProgrammed (no kvloom image on the card),
 // ErrBARBusy (the BAR is claimed by a kernel driver) and the nic and

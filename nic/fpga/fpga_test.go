@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kvloom/kvloom/bitstream"
+	"github.com/kvloom/kvloom/internal/pciid"
 	"github.com/kvloom/kvloom/internal/testutil"
 	"github.com/kvloom/kvloom/matcher"
 	"github.com/kvloom/kvloom/nic"
@@ -39,24 +40,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestParseBDF(t *testing.T) {
-	for in, want := range map[string]string{
-		"0000:3b:00.0": "0000:3b:00.0",
-		"3B:00.1":      "0000:3b:00.1",
-		"0001:af:1f.7": "0001:af:1f.7",
-	} {
-		got, err := fpga.ParseBDF(in)
-		if err != nil || got != want {
-			t.Errorf("ParseBDF(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "3b:00", "0000:3b:00.8", "0000:3b:20.0", "g0:00.0", "0000:3b:00.0/x"} {
-		if got, err := fpga.ParseBDF(in); !errors.Is(err, nic.ErrBadSpec) {
-			t.Errorf("ParseBDF(%q) = %q, %v; want ErrBadSpec", in, got, err)
-		}
-	}
-}
-
 // TestOpenErrors: every way a card can be unusable is a clear error.
 func TestOpenErrors(t *testing.T) {
 	s := testutil.NewFakeSysfs(t)
@@ -69,10 +52,10 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 	add("0000:5f:00.0", 0x15b3, 0x1017, []uint64{32 << 20}, 32<<20) // a ConnectX-5 NIC
-	add("0000:60:00.0", fpga.VendorXilinx, 0xd020, []uint64{32 << 20}, 32<<20)
-	add("0000:61:00.0", fpga.VendorXilinx, 0x505c, []uint64{64 << 10}, 64<<10)
-	add("0000:62:00.0", fpga.VendorXilinx, 0x505c, []uint64{32 << 20}, 0)
-	add("0000:63:00.0", fpga.VendorXilinx, 0x505c, []uint64{32 << 20}, 16<<20)
+	add("0000:60:00.0", pciid.VendorXilinx, 0xd020, []uint64{32 << 20}, 32<<20)
+	add("0000:61:00.0", pciid.VendorXilinx, 0x505c, []uint64{64 << 10}, 64<<10)
+	add("0000:62:00.0", pciid.VendorXilinx, 0x505c, []uint64{32 << 20}, 0)
+	add("0000:63:00.0", pciid.VendorXilinx, 0x505c, []uint64{32 << 20}, 16<<20)
 	cases := []struct {
 		name, bdf string
 		want      error
@@ -80,6 +63,12 @@ func TestOpenErrors(t *testing.T) {
 	}{
 		{"card absent", "0000:99:00.0", nic.ErrNoDevice, "card absent"},
 		{"malformed address", "zz:00.0", nic.ErrBadSpec, "zz:00.0"},
+		{"no device.function", "3b:00", nic.ErrBadSpec, "3b:00"},
+		{"function past 7", "0000:3b:00.8", nic.ErrBadSpec, "function must be 0–7"},
+		{"device past 1f", "0000:3b:20.0", nic.ErrBadSpec, "device must be hex 00–1f"},
+		{"trailing junk", "0000:3b:00.0/x", nic.ErrBadSpec, "0000:3b:00.0/x"},
+		{"empty address", "", nic.ErrBadSpec, "PCI bus id"},
+		{"lspci form, upper case", "5F:00.0", fpga.ErrUnsupported, "0000:5f:00.0"}, // normalised before sysfs is read
 		{"wrong device id", "0000:5f:00.0", fpga.ErrUnsupported, "15b3:1017"},
 		{"golden image", "0000:60:00.0", fpga.ErrUnsupported, "golden"},
 		{"BAR too small", "0000:61:00.0", fpga.ErrBARTooSmall, "65536 bytes"},
@@ -244,9 +233,9 @@ func TestDiscover(t *testing.T) {
 			Speed: "16.0 GT/s PCIe", Width: 16, BARs: []uint64{uint64(bar)}})
 		return s.AddBARFile(rel, 0, bar)
 	}
-	serveBAR(t, add("0000:81:00.0", fpga.VendorXilinx, 0x505c, 32<<20), simnic.Options{Blank: true})
-	add("0000:82:00.0", fpga.VendorXilinx, 0xd004, 32<<20)
-	add("0000:83:00.0", fpga.VendorIntel, 0x1770, 64<<10)
+	serveBAR(t, add("0000:81:00.0", pciid.VendorXilinx, 0x505c, 32<<20), simnic.Options{Blank: true})
+	add("0000:82:00.0", pciid.VendorXilinx, 0xd004, 32<<20)
+	add("0000:83:00.0", pciid.VendorIntel, 0x1770, 64<<10)
 	add("0000:84:00.0", 0x15b3, 0x101d, 32<<20)
 
 	found, err := fpga.Discover(s.Root)
@@ -326,24 +315,4 @@ func TestRegistry(t *testing.T) {
 	if _, err := reg2.Open(t.Context(), "fpga"); !errors.Is(err, nic.ErrNoDevice) {
 		t.Errorf("fpga without cards: err = %v, want ErrNoDevice", err)
 	}
-}
-
-// FuzzParseBDF: an address either normalises to a form that parses to
-// itself, or fails with ErrBadSpec.
-func FuzzParseBDF(f *testing.F) {
-	for _, s := range []string{"0000:3b:00.0", "3b:00.1", "ffff:ff:1f.7", "3b:00", "0000:3b:20.0"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got, err := fpga.ParseBDF(s)
-		if err != nil {
-			if got != "" || !errors.Is(err, nic.ErrBadSpec) {
-				t.Fatalf("ParseBDF(%q) = %q, %v", s, got, err)
-			}
-			return
-		}
-		if again, err := fpga.ParseBDF(got); err != nil || again != got || len(got) != len("0000:00:00.0") {
-			t.Fatalf("ParseBDF(%q) = %q, which parses to %q, %v", s, got, again, err)
-		}
-	})
 }

@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"syscall"
 
 	"github.com/kvloom/kvloom/nic"
@@ -16,22 +14,6 @@ import (
 
 // DefaultSysfsRoot is where sysfs is mounted on a host.
 const DefaultSysfsRoot = "/sys"
-
-var bdfRE = regexp.MustCompile(`^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$`)
-
-// ParseBDF normalises a PCI address to sysfs form, "dddd:bb:dd.f" in lower
-// case; the domain defaults to 0000.
-func ParseBDF(s string) (string, error) {
-	m := bdfRE.FindStringSubmatch(strings.ToLower(s))
-	if m == nil {
-		return "", fmt.Errorf("parse PCI address %q: want [domain:]bus:device.function, e.g. 0000:3b:00.0: %w", s, nic.ErrBadSpec)
-	}
-	dom := m[1]
-	if dom == "" {
-		dom = "0000"
-	}
-	return fmt.Sprintf("%s:%s:%s.%s", dom, m[2], m[3], m[4]), nil
-}
 
 // function is one PCI function as sysfs describes it.
 type function struct {
