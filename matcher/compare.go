@@ -19,8 +19,11 @@ func tokensEqual(a, b []Token) bool {
 	return bytes.Equal(unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), 4*len(a)), unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), 4*len(b)))
 }
 
-// commonPrefix returns the length of the longest common prefix of a and b.
-func commonPrefix(a, b []Token) int {
+// CommonPrefix returns the length of the longest common prefix of a and b:
+// how far a match anchored at their starts extends to the right. It
+// compares four tokens per step, so callers that extend matches (the
+// matcher's own verification, the XDP backend's) share one fast loop.
+func CommonPrefix(a, b []Token) int {
 	n := min(len(a), len(b))
 	a, b = a[:n], b[:n]
 	i := 0
@@ -35,8 +38,10 @@ func commonPrefix(a, b []Token) int {
 	return i
 }
 
-// commonSuffix returns the length of the longest common suffix of a and b.
-func commonSuffix(a, b []Token) int {
+// CommonSuffix returns the length of the longest common suffix of a and b:
+// how far a match anchored at their ends extends to the left. Like
+// CommonPrefix it compares four tokens per step.
+func CommonSuffix(a, b []Token) int {
 	n := min(len(a), len(b))
 	a, b = a[len(a)-n:], b[len(b)-n:]
 	j := n // a[j:] == b[j:]

@@ -21,11 +21,11 @@ func TestCommonPrefixSuffix(t *testing.T) {
 		for s < len(a) && s < len(b) && a[len(a)-1-s] == b[len(b)-1-s] {
 			s++
 		}
-		if got := commonPrefix(a, b); got != p {
-			t.Fatalf("commonPrefix(%v, %v) = %d, want %d", a, b, got, p)
+		if got := CommonPrefix(a, b); got != p {
+			t.Fatalf("CommonPrefix(%v, %v) = %d, want %d", a, b, got, p)
 		}
-		if got := commonSuffix(a, b); got != s {
-			t.Fatalf("commonSuffix(%v, %v) = %d, want %d", a, b, got, s)
+		if got := CommonSuffix(a, b); got != s {
+			t.Fatalf("CommonSuffix(%v, %v) = %d, want %d", a, b, got, s)
 		}
 		if tokensEqual(a, b) != (p == len(a) && p == len(b)) {
 			t.Fatalf("tokensEqual(%v, %v) wrong", a, b)

@@ -138,3 +138,19 @@ func ExampleHot() {
 	}
 	// Output: 400 true true
 }
+
+func ExampleCommonPrefix() {
+	stored := []matcher.Token{11, 12, 13, 14, 15, 16}
+	prompt := []matcher.Token{11, 12, 13, 14, 99, 16}
+	// A match anchored at both starts extends four tokens to the right.
+	fmt.Println(matcher.CommonPrefix(prompt, stored))
+	// Output: 4
+}
+
+func ExampleCommonSuffix() {
+	stored := []matcher.Token{11, 12, 13, 14, 15, 16}
+	prompt := []matcher.Token{7, 8, 13, 14, 15, 16}
+	// A match anchored at both ends extends four tokens to the left.
+	fmt.Println(matcher.CommonSuffix(prompt, stored))
+	// Output: 4
+}

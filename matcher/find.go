@@ -294,8 +294,8 @@ func (ix *Index) Find(salt Salt, prompt []Token, dst []Match) (Result, error) {
 			continue // a posting key collision with another salt
 		}
 		pos, off := int(p.pos), int(p.off)
-		left := commonSuffix(prompt[:pos], e.toks[:off])
-		right := commonPrefix(prompt[pos:], e.toks[off:])
+		left := CommonSuffix(prompt[:pos], e.toks[:off])
+		right := CommonPrefix(prompt[pos:], e.toks[off:])
 		r, n := pos-left, left+right
 		*slot = diagSlot{gen: sc.gen, ent: p.ent, d: d, end: int32(r + n)}
 		if n < minLen {

@@ -217,8 +217,8 @@ func (it *hotItem) reset(prompt []Token, off, maxSpan int) {
 // narrow shrinks the item's span to what it has in common with prompt
 // around the anchor at off.
 func (it *hotItem) narrow(prompt []Token, off int) {
-	left := commonSuffix(it.ctx[:it.at], prompt[:off])
-	right := commonPrefix(it.ctx[it.at:], prompt[off:])
+	left := CommonSuffix(it.ctx[:it.at], prompt[:off])
+	right := CommonPrefix(it.ctx[it.at:], prompt[off:])
 	it.ctx = it.ctx[it.at-left : it.at+right]
 	it.at = left
 	if cap(it.ctx) > 2*len(it.ctx)+64 {

@@ -693,9 +693,9 @@ func (d *Driver) await(ctx context.Context, what string, cond func() (bool, erro
 
 // PushIndex applies an index update through the table window.
 func (d *Driver) PushIndex(ctx context.Context, upd IndexUpdate) error {
-	geo := d.geo.Load()
+	lim := d.geo.Load().EntryLimits()
 	for i, e := range upd.Add {
-		if err := checkEntry(e, geo); err != nil {
+		if err := CheckEntry(e, lim); err != nil {
 			return fmt.Errorf("push index: add[%d] key %s: %w", i, e.Key, err)
 		}
 	}
@@ -734,43 +734,6 @@ func (d *Driver) PushIndex(ctx context.Context, upd IndexUpdate) error {
 		return &TableFullError{Capacity: int(d.geo.Load().TableCapacity), Rejected: res.rejected, Evicted: res.evicted}
 	}
 	return nil
-}
-
-// checkEntry validates an entry before anything is sent: what the device
-// would refuse, refused without touching it.
-func checkEntry(e Entry, geo *Geometry) error {
-	switch {
-	case len(e.Tokens) == 0:
-		return fmt.Errorf("no tokens: %w", ErrBadRequest)
-	case len(e.Tokens) > int(geo.MaxEntryTokens):
-		return fmt.Errorf("%d tokens, device limit MAX_ENTRY_TOKENS is %d: %w", len(e.Tokens), geo.MaxEntryTokens, ErrBadRequest)
-	case math.IsNaN(e.Rank):
-		return fmt.Errorf("rank is NaN: %w", ErrBadRequest)
-	case e.Salt.Model == [8]byte{}:
-		return fmt.Errorf("%w: %w", ErrBadRequest, matcher.ErrZeroSalt)
-	case e.Prefix && len(e.Tokens) < int(geo.BlockTokens):
-		return fmt.Errorf("prefix chain of %d tokens is shorter than one block (%d): %w", len(e.Tokens), geo.BlockTokens, ErrBadRequest)
-	case !e.Prefix && len(e.Tokens) < int(geo.MinMatchTokens):
-		return fmt.Errorf("chunk of %d tokens is shorter than MIN_MATCH_TOKENS %d and could never match: %w", len(e.Tokens), geo.MinMatchTokens, ErrBadRequest)
-	}
-	if want := EntryKey(e, int(geo.BlockTokens)); want != e.Key {
-		return fmt.Errorf("key is not the key of its salt and tokens (%s): %w", want, ErrBadRequest)
-	}
-	return nil
-}
-
-// EntryKey returns the key e must carry: ChunkKeyOf for a chunk, the last
-// full block's prefix key for a prefix chain of blockSize-token blocks
-// (the zero key when it has no full block).
-func EntryKey(e Entry, blockSize int) matcher.ChunkKey {
-	if !e.Prefix {
-		return matcher.ChunkKeyOf(e.Salt, e.Tokens)
-	}
-	keys, err := matcher.PrefixKeys(e.Salt, e.Tokens, blockSize, nil)
-	if err != nil || len(keys) == 0 {
-		return matcher.ChunkKey{}
-	}
-	return keys[len(keys)-1]
 }
 
 type tableOp struct {

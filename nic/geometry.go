@@ -147,6 +147,15 @@ func (g Geometry) MatcherOptions() matcher.Options {
 	}
 }
 
+// EntryLimits returns the bounds the device holds index entries to.
+func (g Geometry) EntryLimits() EntryLimits {
+	return EntryLimits{
+		MaxTokens:   int(g.MaxEntryTokens),
+		MinMatch:    int(g.MinMatchTokens),
+		BlockTokens: int(g.BlockTokens),
+	}
+}
+
 // Capabilities lists the Cap constants FEATURES announces.
 func (g Geometry) Capabilities() []string {
 	var caps []string

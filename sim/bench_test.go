@@ -63,7 +63,7 @@ func BenchmarkMooncakeRack4(b *testing.B) {
 		events = rep.Events
 	}
 	benchutil.ReportRate(b, "events/s", float64(events))
-	benchutil.ReportRate(b, "requests/s", float64(len(w.Requests)*len(AllPolicies)))
+	benchutil.ReportRate(b, "requests/s", float64(len(w.Requests)*len(Policies())))
 }
 
 // BenchmarkEstimate times one analytic estimate, against a baseline of one

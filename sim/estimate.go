@@ -62,8 +62,11 @@ type Estimate struct {
 	DecodeStepMS float64 `json:"decode_step_ms"`
 }
 
-// LoadSources lists Estimate's named sources.
-var LoadSources = []string{"dram", "nvme", "redis", "peer"}
+// LoadSourceNames returns the sources LoadPath and Estimate accept, in a
+// fresh slice the caller may keep or change.
+func LoadSourceNames() []string {
+	return []string{"dram", "nvme", "redis", "peer"}
+}
 
 // LoadPath returns the links KV crosses from a named source to the GPUs of
 // e, with the aggregate bandwidth of TP GPUs loading their shards in
@@ -83,7 +86,7 @@ func (e *Engine) LoadPath(source string) (Link, error) {
 	case "peer":
 		return Path{NetworkLink("ethernet", 200e9/8), perGPU}.Bottleneck(), nil
 	}
-	return Link{}, fmt.Errorf("load source %q, want one of %s: %w", source, strings.Join(LoadSources, ", "), ErrConfig)
+	return Link{}, fmt.Errorf("load source %q, want one of %s: %w", source, strings.Join(LoadSourceNames(), ", "), ErrConfig)
 }
 
 // reuseTTFT pipelines loading and computing layer by layer: layer i's KV

@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -84,6 +85,35 @@ func TestEstimateErrors(t *testing.T) {
 		if _, err := e.Estimate(in); !errors.Is(err, ErrConfig) {
 			t.Errorf("Estimate(%+v): %v, want ErrConfig", in, err)
 		}
+	}
+}
+
+// TestLoadSourceNames: every name LoadSourceNames lists is one LoadPath
+// accepts, an unknown one is refused naming them all, and the list is the
+// caller's own (changing it changes nothing for the next caller).
+func TestLoadSourceNames(t *testing.T) {
+	e := mustEngine(t, "llama-3-8b", "A100-80G", EngineOptions{})
+	names := LoadSourceNames()
+	for _, src := range names {
+		if l, err := e.LoadPath(src); err != nil || l.Bandwidth <= 0 {
+			t.Errorf("LoadPath(%q) = %+v, %v", src, l, err)
+		}
+	}
+	_, err := e.LoadPath("tape")
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("LoadPath(tape): %v, want ErrConfig", err)
+	}
+	for _, src := range names {
+		if !strings.Contains(err.Error(), src) {
+			t.Errorf("LoadPath(tape) error %q does not name source %q", err, src)
+		}
+	}
+	names[0] = "tape"
+	if LoadSourceNames()[0] == "tape" {
+		t.Error("LoadSourceNames shares its slice between callers")
+	}
+	if _, err := e.LoadPath("tape"); !errors.Is(err, ErrConfig) {
+		t.Errorf("LoadPath(tape) after a caller changed its list: %v", err)
 	}
 }
 

@@ -36,18 +36,22 @@ const (
 	PolicyInNetBlend Policy = "innet-blend"
 )
 
-// AllPolicies lists every policy in report order.
-var AllPolicies = []Policy{PolicyRecompute, PolicyGPUPrefix, PolicyHostOffload, PolicyInNet, PolicyInNetBlend}
+// Policies returns every policy in report order, in a fresh slice the
+// caller may keep or change.
+func Policies() []Policy {
+	return []Policy{PolicyRecompute, PolicyGPUPrefix, PolicyHostOffload, PolicyInNet, PolicyInNetBlend}
+}
 
 // ParsePolicy accepts a policy name.
 func ParsePolicy(s string) (Policy, error) {
-	for _, p := range AllPolicies {
+	all := Policies()
+	for _, p := range all {
 		if string(p) == s {
 			return p, nil
 		}
 	}
-	names := make([]string, len(AllPolicies))
-	for i, p := range AllPolicies {
+	names := make([]string, len(all))
+	for i, p := range all {
 		names[i] = string(p)
 	}
 	return "", fmt.Errorf("policy %q, want one of %s: %w", s, strings.Join(names, ", "), ErrConfig)
@@ -132,7 +136,7 @@ func (o *RunOptions) defaults() error {
 		o.DType = "bf16"
 	}
 	if len(o.Policies) == 0 {
-		o.Policies = AllPolicies
+		o.Policies = Policies()
 	}
 	if o.ChunkTokens == 0 {
 		o.ChunkTokens = 256

@@ -301,6 +301,16 @@ func TestRunErrors(t *testing.T) {
 	if _, err := ParsePolicy("magic"); !errors.Is(err, ErrConfig) {
 		t.Errorf("ParsePolicy(magic): %v", err)
 	}
+	policies := Policies()
+	for _, p := range policies {
+		if got, err := ParsePolicy(string(p)); err != nil || got != p {
+			t.Errorf("ParsePolicy(%q) = %q, %v", p, got, err)
+		}
+	}
+	policies[0] = "magic"
+	if Policies()[0] != PolicyRecompute {
+		t.Error("Policies shares its slice between callers")
+	}
 }
 
 func TestPlotAndText(t *testing.T) {
@@ -328,7 +338,7 @@ func TestPlotAndText(t *testing.T) {
 	if err := rep.WriteText(&text, 3); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range AllPolicies {
+	for _, p := range Policies() {
 		if !strings.Contains(text.String(), string(p)) {
 			t.Errorf("text report does not mention %s", p)
 		}

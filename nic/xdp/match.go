@@ -136,8 +136,8 @@ func (t *table) match(salt matcher.Salt, prompt []matcher.Token, pl *plan, hit f
 		if end, ok := ends[dk]; ok && p.pos < end {
 			continue // inside a run already found on this diagonal
 		}
-		left := commonSuffix(prompt[:p.pos], p.e.Tokens[:p.off])
-		right := commonPrefix(prompt[p.pos:], p.e.Tokens[p.off:])
+		left := matcher.CommonSuffix(prompt[:p.pos], p.e.Tokens[:p.off])
+		right := matcher.CommonPrefix(prompt[p.pos:], p.e.Tokens[p.off:])
 		r, n := p.pos-left, left+right
 		ends[dk] = r + n
 		if n < opts.MinLen {
@@ -211,24 +211,4 @@ func (t *table) verifyPrefix(p probe, salt matcher.Salt, want []matcher.Token) b
 		}
 	}
 	return false
-}
-
-func commonPrefix(a, b []matcher.Token) int {
-	n := min(len(a), len(b))
-	for i := range n {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return n
-}
-
-func commonSuffix(a, b []matcher.Token) int {
-	n := min(len(a), len(b))
-	for i := 1; i <= n; i++ {
-		if a[len(a)-i] != b[len(b)-i] {
-			return i - 1
-		}
-	}
-	return n
 }

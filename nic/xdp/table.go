@@ -5,7 +5,6 @@ package xdp
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/kvloom/kvloom/matcher"
@@ -221,23 +220,12 @@ func (t *table) valueLive(s *slot) bool {
 	return false
 }
 
-// checkEntry validates an entry before anything is applied: what the
-// device would refuse, refused without touching it (the same rules as
-// nic's register-level driver).
+// checkEntry validates an entry before anything is applied: nic's rules
+// for every device, then the vocabulary of the index this device mirrors
+// (matcher.Options.Vocab), which the card's registers do not carry.
 func checkEntry(e nic.Entry, opts matcher.Options, maxTokens int) error {
-	switch {
-	case len(e.Tokens) == 0:
-		return fmt.Errorf("no tokens: %w", nic.ErrBadRequest)
-	case len(e.Tokens) > maxTokens:
-		return fmt.Errorf("%d tokens, device limit is %d: %w", len(e.Tokens), maxTokens, nic.ErrBadRequest)
-	case math.IsNaN(e.Rank):
-		return fmt.Errorf("rank is NaN: %w", nic.ErrBadRequest)
-	case e.Salt.Model == [8]byte{}:
-		return fmt.Errorf("%w: %w", nic.ErrBadRequest, matcher.ErrZeroSalt)
-	case e.Prefix && len(e.Tokens) < opts.BlockSize:
-		return fmt.Errorf("prefix chain of %d tokens is shorter than one block (%d): %w", len(e.Tokens), opts.BlockSize, nic.ErrBadRequest)
-	case !e.Prefix && len(e.Tokens) < opts.MinLen:
-		return fmt.Errorf("chunk of %d tokens is shorter than MinLen %d and could never match: %w", len(e.Tokens), opts.MinLen, nic.ErrBadRequest)
+	if err := nic.CheckEntry(e, nic.EntryLimits{MaxTokens: maxTokens, MinMatch: opts.MinLen, BlockTokens: opts.BlockSize}); err != nil {
+		return err
 	}
 	if opts.Vocab > 0 {
 		for i, tok := range e.Tokens {
@@ -245,9 +233,6 @@ func checkEntry(e nic.Entry, opts matcher.Options, maxTokens int) error {
 				return fmt.Errorf("token %d at offset %d is outside the vocabulary of %d: %w", tok, i, opts.Vocab, nic.ErrBadRequest)
 			}
 		}
-	}
-	if want := nic.EntryKey(e, opts.BlockSize); want != e.Key {
-		return fmt.Errorf("key %s is not the key of its salt and tokens (%s): %w", e.Key, want, nic.ErrBadRequest)
 	}
 	return nil
 }
