@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -224,6 +225,26 @@ func TestOpenErrors(t *testing.T) {
 	// vocab 260 in the checkpoint, 512 pieces in the tokenizer
 	if _, _, err := Open(dir); !errors.Is(err, ErrInconsistent) {
 		t.Fatalf("tokenizer larger than the vocabulary: %v", err)
+	}
+}
+
+// CheckpointPath names the file Open loads as the checkpoint, and refuses
+// a directory Open refuses.
+func TestCheckpointPath(t *testing.T) {
+	dir := testutil.Stories260K(t)
+	got, err := CheckpointPath(dir)
+	if err != nil || got != filepath.Join(dir, "stories260K.bin") {
+		t.Fatalf("checkpoint of %s = %q, %v; want stories260K.bin", dir, got, err)
+	}
+	empty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(empty, "tok512.bin"), readModelFile(t, "tok512.bin"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CheckpointPath(empty); !errors.Is(err, ErrBadInput) || !errors.Is(err, fs.ErrNotExist) || got != "" {
+		t.Fatalf("dir with a tokenizer alone: %q, %v", got, err)
+	}
+	if _, _, err := Open(empty); !errors.Is(err, ErrBadInput) || !strings.HasPrefix(err.Error(), "open model dir "+empty+": want one checkpoint") {
+		t.Fatalf("open dir with a tokenizer alone: %v", err)
 	}
 }
 

@@ -38,9 +38,40 @@ func FindDefaultModelDir(start string) (string, error) {
 // the tokenizer is tokenizer.bin or tok*.bin, the checkpoint the one other
 // *.bin file.
 func Open(dir string) (*Engine, *Tokenizer, error) {
-	ents, err := os.ReadDir(dir)
+	ckpt, tokPath, err := modelFiles(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %w", err) // its errors start with "model dir"
+	}
+	m, err := LoadCheckpoint(ckpt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open model dir: %w", err)
+	}
+	t, err := LoadTokenizer(tokPath, m.Config.VocabSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open model dir: %w", err)
+	}
+	e, err := New(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open model dir: %w", err)
+	}
+	return e, t, nil
+}
+
+// CheckpointPath returns the path of the checkpoint Open loads from a
+// llama2.c model directory, for callers that hand the file to another
+// loader (kvcache.LoadLlama2C). A directory without exactly one checkpoint
+// and one tokenizer is an error wrapping ErrBadInput and fs.ErrNotExist.
+func CheckpointPath(dir string) (string, error) {
+	ckpt, _, err := modelFiles(dir)
+	return ckpt, err
+}
+
+// modelFiles finds the checkpoint and the tokenizer of a model directory.
+// Its errors start with "model dir".
+func modelFiles(dir string) (ckpt, tok string, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("model dir: %w", err)
 	}
 	var ckpts, toks []string
 	for _, e := range ents {
@@ -55,20 +86,8 @@ func Open(dir string) (*Engine, *Tokenizer, error) {
 		}
 	}
 	if len(ckpts) != 1 || len(toks) != 1 {
-		return nil, nil, fmt.Errorf("open model dir %s: want one checkpoint *.bin and one tokenizer (tokenizer.bin or tok*.bin), found checkpoints %q and tokenizers %q: %w",
+		return "", "", fmt.Errorf("model dir %s: want one checkpoint *.bin and one tokenizer (tokenizer.bin or tok*.bin), found checkpoints %q and tokenizers %q: %w",
 			dir, ckpts, toks, errors.Join(ErrBadInput, fs.ErrNotExist))
 	}
-	m, err := LoadCheckpoint(filepath.Join(dir, ckpts[0]))
-	if err != nil {
-		return nil, nil, fmt.Errorf("open model dir: %w", err)
-	}
-	t, err := LoadTokenizer(filepath.Join(dir, toks[0]), m.Config.VocabSize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open model dir: %w", err)
-	}
-	e, err := New(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open model dir: %w", err)
-	}
-	return e, t, nil
+	return filepath.Join(dir, ckpts[0]), filepath.Join(dir, toks[0]), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -337,32 +338,27 @@ func (d *Daemon) Prepare(ctx context.Context, req *api.PrepareRequest, send func
 	return d.stitch(ctx, start, m, plan, srcs, policy, devHits, req, out, send)
 }
 
-// keepArrived drops the plan's segments whose source did not arrive and
-// renumbers the rest; partial says whether any was dropped.
+// keepArrived drops the plan's segments whose source did not arrive
+// (kvcache.Plan.Subset, which renumbers the rest) and lines the sources up
+// with the kept plan's keys; partial says whether any was dropped.
 func keepArrived(plan *kvcache.Plan, srcs []fetched) (*kvcache.Plan, []fetched, bool) {
 	if plan == nil {
 		return nil, nil, false
 	}
-	newIdx := make([]int, len(srcs))
-	var keys []matcher.ChunkKey
-	var kept []fetched
-	for i, s := range srcs {
-		newIdx[i] = -1
-		if s.r != nil {
-			newIdx[i] = len(keys)
-			keys = append(keys, plan.Keys[i])
-			kept = append(kept, s)
-		}
+	if !slices.ContainsFunc(srcs, func(s fetched) bool { return s.r == nil }) {
+		return plan, srcs, false
 	}
-	partial := len(kept) < len(srcs)
-	out := &kvcache.Plan{Prompt: plan.Prompt, Keys: keys}
-	for _, sg := range plan.Segments {
-		if n := newIdx[sg.Source]; n >= 0 {
-			sg.Source = n
-			out.Segments = append(out.Segments, sg)
-		}
+	out := plan.Subset(func(i int) bool { return srcs[i].r != nil })
+	// A plan's keys are distinct, so a key names its source.
+	at := make(map[matcher.ChunkKey]int, len(plan.Keys))
+	for i, k := range plan.Keys {
+		at[k] = i
 	}
-	return out, kept, partial
+	kept := make([]fetched, len(out.Keys))
+	for j, k := range out.Keys {
+		kept[j] = srcs[at[k]]
+	}
+	return out, kept, true
 }
 
 // ready is one layer the stitcher finished: the chunks dropped up to it,

@@ -575,7 +575,7 @@ func (p *Prefetcher) release(fl *flight) {
 // FetchOptions tune one request.
 type FetchOptions struct {
 	// Timeout, when positive, bounds the request in addition to ctx's
-	// deadline. Use DeadlineRule to derive one from the prompt length.
+	// deadline.
 	Timeout time.Duration
 	// NoShed keeps every chunk wanted until the deadline. By default, when
 	// the bytes still to load cannot arrive in the time left at the rate
@@ -583,30 +583,6 @@ type FetchOptions struct {
 	// end of the prompt), so that a prefix of chunks arrives whole instead
 	// of every chunk in part.
 	NoShed bool
-}
-
-// DeadlineRule derives a prefetch timeout from a prompt's length: SGLang
-// HiCache's rule, Base plus PerK for every 1024 tokens, capped at Max.
-// The zero value of each field selects SGLang's default.
-type DeadlineRule struct {
-	Base time.Duration // zero means 2s
-	PerK time.Duration // zero means 100ms
-	Max  time.Duration // zero means 30s
-}
-
-// DeadlineFor returns the rule's timeout for a prompt of tokens tokens.
-func (r DeadlineRule) DeadlineFor(tokens int) time.Duration {
-	base, perK, limit := r.Base, r.PerK, r.Max
-	if base == 0 {
-		base = 2 * time.Second
-	}
-	if perK == 0 {
-		perK = 100 * time.Millisecond
-	}
-	if limit == 0 {
-		limit = 30 * time.Second
-	}
-	return min(base+time.Duration(float64(perK)*float64(max(tokens, 0))/1024), limit)
 }
 
 // Fetch is one request's prefetch of a list of chunks (a plan's Keys, in
@@ -1150,29 +1126,4 @@ func (p *Prefetcher) Close() error {
 	p.mu.Unlock()
 	p.wg.Wait()
 	return nil
-}
-
-// Span is a half-open range of prompt positions.
-type Span struct{ Start, End int }
-
-// TrimPlan returns plan without the segments whose source did not arrive
-// (arrived is indexed like plan.Keys), and the prompt spans those segments
-// covered, which the engine must recompute. Keys are kept, so Segment
-// sources stay valid; the trimmed plan shares them with plan.
-func TrimPlan(plan *kvcache.Plan, arrived []bool) (*kvcache.Plan, []Span) {
-	out := &kvcache.Plan{Prompt: plan.Prompt, Keys: plan.Keys}
-	var spans []Span
-	for _, s := range plan.Segments {
-		if s.Source < len(arrived) && arrived[s.Source] {
-			out.Segments = append(out.Segments, s)
-			continue
-		}
-		sp := Span{Start: s.Dst, End: s.Dst + s.Len()}
-		if n := len(spans); n > 0 && spans[n-1].End == sp.Start {
-			spans[n-1].End = sp.End
-		} else {
-			spans = append(spans, sp)
-		}
-	}
-	return out, spans
 }

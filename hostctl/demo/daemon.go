@@ -49,32 +49,12 @@ func modelConfig(e *engine.Engine, dir string) (string, []hostctl.ModelConfig, e
 			return p.Name, nil, nil
 		}
 	}
-	ckpt, err := checkpointPath(dir)
+	ckpt, err := engine.CheckpointPath(dir)
 	if err != nil {
 		return "", nil, err
 	}
 	name := "demo-" + strings.TrimSuffix(filepath.Base(ckpt), ".bin")
 	return name, []hostctl.ModelConfig{{Name: name, Llama2C: ckpt, KVDType: kvcache.F32.String()}}, nil
-}
-
-// checkpointPath finds the checkpoint of a model directory the way
-// engine.Open does: the *.bin file that is not the tokenizer.
-func checkpointPath(dir string) (string, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("model dir: %w", err)
-	}
-	var found []string
-	for _, e := range ents {
-		n := e.Name()
-		if !e.IsDir() && strings.HasSuffix(n, ".bin") && n != "tokenizer.bin" && !strings.HasPrefix(n, "tok") {
-			found = append(found, n)
-		}
-	}
-	if len(found) != 1 {
-		return "", fmt.Errorf("model dir %s: want one checkpoint, found %q: %w", dir, found, fs.ErrNotExist)
-	}
-	return filepath.Join(dir, found[0]), nil
 }
 
 // startDaemon builds the daemon's configuration (defaults, with every path
